@@ -1,0 +1,47 @@
+"""The ``music-attr-vae`` entry point.
+
+``music-attr-vae SUBCOMMAND [--flag=value ...]`` imports only the module of the
+subcommand (``music_attr_vae.commands.<name>``), so each subcommand owns its
+absl flags and ``--help`` lists just those.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    "prepare": "turn ABC / MIDI / folk-rnn tunes into TFRecord measure shards",
+    "train": "train a MeasureVAE from a config (resumes an existing workdir)",
+    "evaluate": "metrics and figures of a trained model on the test split",
+    "compare": "a results table and figure grids across trained models",
+    "generate": "attribute traversals from a SavedModel, as MIDI, ABC, PNG and JSON",
+    "edit": "move one attribute of chosen measures of a whole tune",
+}
+
+
+def usage() -> str:
+    lines = ["usage: music-attr-vae SUBCOMMAND [--flags]", "", "subcommands:"]
+    lines += [f"  {name:<9} {text}" for name, text in SUBCOMMANDS.items()]
+    lines += ["", "music-attr-vae SUBCOMMAND --help lists the flags of one subcommand."]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if len(argv) >= 2 else 2
+    name = argv[1]
+    if name not in SUBCOMMANDS:
+        print(f"music-attr-vae: unknown subcommand {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"music_attr_vae.commands.{name}")
+    from absl import app
+
+    app.run(module.main, argv=[f"music-attr-vae {name}"] + argv[2:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
