@@ -273,7 +273,7 @@ def tokens_to_sequence(
     arr = check_tokens(tokens)
     beat_sec = 60.0 / qpm
     seq = music_pb2.NoteSequence()
-    seq.ticks_per_quarter = 220
+    seq.ticks_per_quarter = 480  # divisible by 3 and 4: every tick of the grid is exact in MIDI
     seq.tempos.add(time=0.0, qpm=qpm)
     seq.time_signatures.add(time=0.0, numerator=4, denominator=4)
     current = None  # [pitch, start_beat]

@@ -1,0 +1,160 @@
+"""``music-attr-vae generate``: attribute traversals from a SavedModel.
+
+Example::
+
+    music-attr-vae generate --saved_model=runs/rhy_pr/saved_model \
+        --attribute=rhythmic_complexity --steps=8 --out=traversal/
+
+Each traversal starts from a latent code (a draw from the prior with
+``--seed``, or the ``--measure`` of ``--from_tune``) and sets the attribute's
+dim to ``--steps`` evenly spaced values from the low to the high end of the
+range fitted at export time (for a bare dim number, -3..3).  ``--out`` is a
+directory (created) that receives ``traversal.mid`` (all traversals one after
+another), ``traversal.abc`` (one tune per traversal), ``traversal.png`` (one
+piano-roll row per traversal) and ``traversal.json`` (every measure's tokens
+and attributes, and how often the attribute rose from one step to the next).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+from absl import flags
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("saved_model", None, "Directory of an exported SavedModel.")
+flags.DEFINE_string("attribute", None, "A regularised attribute name, or a latent dim number.")
+flags.DEFINE_integer("steps", 8, "Measures per traversal (>= 2).")
+flags.DEFINE_string("out", None, "Output directory (created).")
+flags.DEFINE_integer("seed", 0, "Seed of the prior draw (and of sampling when --temperature > 0).")
+flags.DEFINE_float("temperature", 0.0, "Decoding temperature; 0 = greedy.")
+flags.DEFINE_integer("num_traversals", 1, "Traversals from independent prior draws (ignored with --from_tune).")
+flags.DEFINE_string("from_tune", None, "Start from a measure of this ABC / MIDI tune instead of the prior.")
+flags.DEFINE_integer("tune_index", None, "Which tune of --from_tune when it holds several (0-based).")
+flags.DEFINE_integer("measure", 1, "Bar of --from_tune to start from (1 = first full bar).")
+
+
+class GenerateError(ValueError):
+    """A bad request, naming the flag at fault."""
+
+
+def _fail(message: str) -> int:
+    print(f"music-attr-vae generate: {message}", file=sys.stderr)
+    return 2
+
+
+def monotone_fraction(values: np.ndarray) -> float:
+    """Share of consecutive steps where ``values`` rises (strictly)."""
+    steps = np.diff(np.asarray(values, np.float64))
+    return float(np.mean(steps > 0)) if steps.size else 0.0
+
+
+def _start_codes(served):
+    """(z (T, D), transpose, description per traversal) from the prior or a tune's measure."""
+    if FLAGS.from_tune is None:
+        if FLAGS.num_traversals < 1:
+            raise GenerateError(f"--num_traversals={FLAGS.num_traversals}: must be >= 1")
+        _, z = served.sample(FLAGS.num_traversals, seed=FLAGS.seed)
+        return z, 0, [f"prior draw {i} (seed {FLAGS.seed})" for i in range(len(z))]
+    from music_attr_vae import editing
+
+    try:
+        tune = editing.load_tune(FLAGS.from_tune, FLAGS.tune_index)
+        rows = editing.parse_measures(str(FLAGS.measure), tune, flag="--measure")
+    except editing.EditError as e:
+        raise GenerateError(str(e).replace("--tune=", "--from_tune=")) from e
+    z = served.encode(tune.tokens[rows])
+    return z, -tune.shift, [f"{tune.title}, bar {FLAGS.measure}"]
+
+
+def run(served, out_dir: str) -> dict:
+    """Generate the traversals and write the four files; returns the JSON document."""
+    from music_attr_vae import render
+    from music_attr_vae.data import attributes as attrs
+
+    try:
+        dim = served.dim_of(FLAGS.attribute)
+    except ValueError as e:
+        raise GenerateError(f"--attribute={FLAGS.attribute}: {e}") from e
+    if FLAGS.steps < 2:
+        raise GenerateError(f"--steps={FLAGS.steps}: a traversal needs at least 2 steps")
+    values = served.traversal_values(FLAGS.attribute, FLAGS.steps)
+    if FLAGS.temperature < 0 or not np.isfinite(FLAGS.temperature):
+        raise GenerateError(f"--temperature={FLAGS.temperature}: must be a finite number >= 0")
+    z, transpose, starts = _start_codes(served)
+    tokens, _ = served.traverse_z(z, FLAGS.attribute, values, FLAGS.temperature, FLAGS.seed)
+    name = FLAGS.attribute if FLAGS.attribute in served.maps else None
+    column = attrs.attribute_index(name) if name else None
+
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {k: os.path.join(out_dir, f"traversal.{k}") for k in ("mid", "abc", "png", "json")}
+    traversals, rows, titles, options = [], [], [], []
+    for t, (row, start) in enumerate(zip(tokens, starts)):
+        values_attr = attrs.compute_all(row)
+        measures_json = [
+            {"step": i, "z": float(v), "tokens": row[i].tolist(),
+             "attributes": dict(zip(attrs.ATTRIBUTE_NAMES, map(float, values_attr[i])))}
+            for i, v in enumerate(values)
+        ]
+        entry = {"start": start, "measures": measures_json}
+        if column is not None:
+            entry["rising_steps"] = monotone_fraction(values_attr[:, column])
+        traversals.append(entry)
+        rows.append(row)
+        label_attr = (lambda i: f"\n{name[:12]} {values_attr[i, column]:.2f}") if column is not None else (lambda i: "")
+        titles.append(f"{start}: dim {dim} from {values[0]:.2f} to {values[-1]:.2f}")
+        options.append({"bar_labels": [f"z={v:.2f}{label_attr(i)}" for i, v in enumerate(values)],
+                        "transpose": transpose})
+
+    label = name or f"dim {dim}"
+    render.write_midi(np.concatenate(rows), paths["mid"], transpose=transpose)
+    abc = "\n".join(
+        render.tokens_to_abc(
+            row, title=f"{label} traversal {t + 1}", reference=t + 1, transpose=transpose, key="auto"
+        )
+        for t, row in enumerate(rows)
+    )
+    render.write_text_atomic(paths["abc"], abc)
+    render.save_piano_roll_rows(rows, paths["png"], titles, options)
+    document = {
+        "saved_model": served.path,
+        "model_name": served.metadata.get("model_name"),
+        "attribute": FLAGS.attribute,
+        "dim": dim,
+        "values": values.tolist(),
+        "value_range": served.maps[name]["value_range"] if name else None,
+        "seed": FLAGS.seed,
+        "temperature": FLAGS.temperature,
+        "attribute_names": list(attrs.ATTRIBUTE_NAMES),
+        "traversals": traversals,
+        "files": {k: os.path.basename(v) for k, v in paths.items()},
+    }
+    if column is not None:
+        document["rising_steps"] = float(np.mean([t["rising_steps"] for t in traversals]))
+    render.write_text_atomic(paths["json"], json.dumps(document, indent=1) + "\n")
+    return document
+
+
+def main(argv) -> int:
+    if len(argv) > 1:
+        return _fail(f"unexpected arguments {argv[1:]} (flags look like --name=value)")
+    for name in ("saved_model", "attribute", "out"):
+        if not getattr(FLAGS, name):
+            return _fail(f"--{name} is required")
+    from music_attr_vae.export import ServedModel
+
+    try:
+        served = ServedModel(FLAGS.saved_model)
+    except (FileNotFoundError, ValueError) as e:
+        return _fail(f"--saved_model={FLAGS.saved_model}: {e}")
+    try:
+        document = run(served, FLAGS.out)
+    except GenerateError as e:
+        return _fail(str(e))
+    summary = f"rising in {document['rising_steps']:.0%} of steps" if "rising_steps" in document else ""
+    print(f"wrote {len(document['traversals'])} traversal(s) of {FLAGS.steps} measures to {FLAGS.out} {summary}")
+    return 0

@@ -1,0 +1,167 @@
+"""Prepared TFRecord shards -> ``tf.data`` pipelines and NumPy arrays.
+
+Training reads ``(tokens int32 (B, 24), attributes float32 (B, 4))`` batches
+from :func:`make_dataset`; the attribute columns follow
+``attributes.ATTRIBUTE_NAMES``.  Evaluation wants whole splits with their
+labels (tune, bar, transposition) and uses :func:`load_arrays`.
+
+Pipeline order and why: shard files -> interleave (reads shards in parallel)
+-> cache (serialized records, when the split is small enough to keep in
+memory) -> shuffle (after the cache, so each epoch gets a new order) ->
+repeat -> batch -> parse (vectorised ``parse_example`` on whole batches is
+much cheaper than parsing records one by one) -> prefetch.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from typing import Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from music_attr_vae.data import attributes, measures
+from music_attr_vae.data.prepare import (
+    MEASURE_INDEX_KEY,
+    SPLITS,
+    SUMMARY_FILE,
+    TOKENS_KEY,
+    TRANSPOSITION_KEY,
+    TUNE_ID_KEY,
+)
+
+# Splits whose shards together are smaller than this are cached in memory.
+CACHE_LIMIT_BYTES = 512 * 1024 * 1024
+_MAX_SHUFFLE_BUFFER = 300_000
+
+FEATURE_SPEC = {
+    TOKENS_KEY: tf.io.FixedLenFeature([measures.TICKS_PER_MEASURE], tf.int64),
+    **{name: tf.io.FixedLenFeature([], tf.float32) for name in attributes.ATTRIBUTE_NAMES},
+    TUNE_ID_KEY: tf.io.FixedLenFeature([], tf.string),
+    MEASURE_INDEX_KEY: tf.io.FixedLenFeature([], tf.int64),
+    TRANSPOSITION_KEY: tf.io.FixedLenFeature([], tf.int64),
+}
+# The training pipeline parses only what it uses.
+_TRAIN_SPEC = {k: FEATURE_SPEC[k] for k in (TOKENS_KEY, *attributes.ATTRIBUTE_NAMES)}
+
+
+def _check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    return split
+
+
+def load_summary(data_dir: str) -> dict:
+    """The ``summary.json`` of a prepared directory; FileNotFoundError names the missing path."""
+    path = os.path.join(str(data_dir), SUMMARY_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{path} not found: {data_dir!r} is not a prepared dataset (run `music-attr-vae prepare` first)"
+        )
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON: {err}") from None
+
+
+def shard_files(data_dir: str, split: str) -> List[str]:
+    """Sorted shard paths of one split; FileNotFoundError names the directory and the pattern."""
+    _check_split(split)
+    load_summary(data_dir)
+    pattern = os.path.join(str(data_dir), f"{split}.tfrecord-*-of-*")
+    files = sorted(glob.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"no shards for split {split!r} in {data_dir}: nothing matches {pattern}")
+    return files
+
+
+def num_examples(data_dir: str, split: str) -> int:
+    """Number of examples of a split, from ``summary.json``."""
+    return int(load_summary(data_dir)["splits"][_check_split(split)]["examples"])
+
+
+def _parse_batch(serialized):
+    parsed = tf.io.parse_example(serialized, _TRAIN_SPEC)
+    tokens = tf.cast(parsed[TOKENS_KEY], tf.int32)
+    attrs = tf.stack([parsed[name] for name in attributes.ATTRIBUTE_NAMES], axis=-1)
+    return tokens, attrs
+
+
+def make_dataset(
+    data_dir: str,
+    split: str,
+    batch_size: int,
+    *,
+    shuffle: Optional[bool] = None,
+    seed: int = 0,
+    repeat: bool = False,
+    drop_remainder: bool = False,
+    cache: Optional[bool] = None,
+) -> tf.data.Dataset:
+    """Batches of ``(tokens int32 (B, 24), attributes float32 (B, 4))`` of one split.
+
+    ``shuffle`` defaults to True for ``train`` only; the order is
+    deterministic for a given ``seed`` (shards and examples are reshuffled
+    each epoch, reproducibly).  Without shuffling, examples come in shard
+    order, the same order as :func:`load_arrays`.  ``cache`` defaults to
+    caching splits below ``CACHE_LIMIT_BYTES``.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    files = shard_files(data_dir, split)
+    if shuffle is None:
+        shuffle = split == "train"
+    if cache is None:
+        cache = sum(os.path.getsize(f) for f in files) <= CACHE_LIMIT_BYTES
+
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle and len(files) > 1 and not cache:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(files), 4),
+        block_length=16,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    if cache:
+        ds = ds.cache()
+    if shuffle:
+        buffer = min(max(num_examples(data_dir, split), 1), _MAX_SHUFFLE_BUFFER)
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
+    ds = ds.map(_parse_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def load_arrays(data_dir: str, split: str) -> Dict[str, np.ndarray]:
+    """A whole split as NumPy arrays, in shard order.
+
+    Keys: ``tokens`` (N, 24) int32, ``attributes`` (N, 4) float32,
+    ``tune_id`` (N,) str, ``measure_index`` (N,) int64, ``transposition`` (N,) int64.
+    """
+    files = shard_files(data_dir, split)
+    ds = tf.data.TFRecordDataset(files).batch(8192).map(lambda s: tf.io.parse_example(s, FEATURE_SPEC))
+    parts: Dict[str, list] = {k: [] for k in FEATURE_SPEC}
+    for batch in ds.as_numpy_iterator():
+        for key, value in batch.items():
+            parts[key].append(value)
+
+    def cat(key, shape, dtype):
+        return np.concatenate(parts[key]).astype(dtype) if parts[key] else np.zeros(shape, dtype)
+
+    n_ticks = measures.TICKS_PER_MEASURE
+    attrs = [cat(name, (0,), np.float32) for name in attributes.ATTRIBUTE_NAMES]
+    tune_ids = cat(TUNE_ID_KEY, (0,), object)
+    return {
+        "tokens": cat(TOKENS_KEY, (0, n_ticks), np.int32),
+        "attributes": np.stack(attrs, axis=-1).astype(np.float32),
+        "tune_id": np.array([t.decode("utf-8") for t in tune_ids], dtype=str),
+        "measure_index": cat(MEASURE_INDEX_KEY, (0,), np.int64),
+        "transposition": cat(TRANSPOSITION_KEY, (0,), np.int64),
+    }

@@ -1,0 +1,658 @@
+"""Evaluate one trained model on the test split: metrics.json, figures, TensorBoard.
+
+Entry points: :func:`evaluate_workdir` (a training workdir, restored with
+``training.load_model``) and :func:`evaluate_saved_model` (an exported
+SavedModel plus a prepared data dir).  Both wrap the model in a
+:class:`LatentModel` -- batched NumPy ``encode`` / ``decode`` /
+``teacher_forced_logits`` -- and call :func:`evaluate`, which only needs that
+interface, the test arrays and a :class:`ModelInfo`.
+
+``DIR/eval/metrics.json`` (schema_version 1)::
+
+    model:        {name, config, source ('workdir'|'saved_model'), path, z_dim,
+                   regularization: {attribute: {dim, gamma, delta, loss, target}}}
+    data:         {data_dir, split: 'test', n_test}
+    reconstruction: {token_accuracy_free_running (headline), token_accuracy_teacher_forced,
+                   measure_accuracy_free_running, nll_per_token, kl_per_measure,
+                   teacher_forced_note (why the teacher-forced figures are null, else null)}
+    attributes:   {attribute: {
+                     regularised (bool), regularised_dim (int|null),
+                     interpretability: {dim, r2, mutual_information: [D floats]},
+                     probe_dim, probe_dim_source ('regularised'|'max_mi'),
+                     spearman, isotonic_r2, linear_r2   (attribute vs probe dim, encoded test set)
+                     mig, sap                           (over all dims)
+                     controllability: {dim, direction, steps: [S], n_traversals,
+                                       monotone_fraction, strictly_increasing_fraction,
+                                       spearman, mean_change}}}
+    disentanglement: {modularity, mig_bins, mi_subsample, ...}
+    summary:      {reconstruction_accuracy, interpretability_mean, spearman_mean, mig_mean,
+                   sap_mean, modularity, regularised_attributes: [...]}
+    figures:      {latent_space, attribute_surfaces, traversals: file names in the eval dir}
+    options:      the EvalOptions used;  timing_s: {stage: seconds, total};  created: ISO time
+
+The *probe dim* of an attribute is its regularised dim, or for an attribute the
+model does not regularise, the dim interpretability chose (highest mutual
+information); Spearman, isotonic R^2 and controllability are measured on it,
+so unregularised models (Base) get comparable numbers.  ``spearman`` is signed
+for regularised dims (the loss makes the relation increasing) and taken in
+absolute value for max-MI dims, whose sign is arbitrary.  The ``*_mean``
+summaries average over all four attributes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import tempfile
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from music_attr_vae.data import attributes as attrs
+from music_attr_vae.data import measures
+from music_attr_vae.evaluation import figures, metrics
+
+SCHEMA_VERSION = 1
+METRICS_FILE = "metrics.json"
+FIGURE_DATA_FILE = "figure_data.npz"
+FIGURE_FILES = {
+    "latent_space": "figure1_latent_space.png",
+    "attribute_surfaces": "figure2_attribute_surfaces.png",
+    "traversals": "figure3_traversals.png",
+}
+DEFAULT_PLANE_DIMS = (0, 2)  # the paper's plane: dims of rhythmic complexity and pitch range
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class EvalOptions:
+    """Knobs of an evaluation; the defaults keep one model under 2 minutes on 2 CPU cores."""
+
+    batch_size: int = 512
+    mi_max_points: int = metrics.DEFAULT_MI_MAX_POINTS  # subsample for the k-NN MI estimator
+    num_bins: int = metrics.DEFAULT_NUM_BINS  # MIG / Modularity histogram bins
+    traversal_latents: int = 200  # test latents traversed per attribute (controllability)
+    traversal_steps: int = 13
+    traversal_sigmas: float = 3.0  # traverse mean +- this many std of the dim over the test set
+    surface_resolution: int = 25  # Figure 2 grid is resolution x resolution decodes
+    strip_steps: int = 8  # Figure 3 panels per traversed dim
+    scatter_max_points: int = 5000  # Figure 1 points
+    seed: int = 0
+    figures: bool = True
+
+    def __post_init__(self):
+        for name in ("batch_size", "traversal_latents", "surface_resolution", "scatter_max_points"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"EvalOptions.{name} must be >= 1; got {getattr(self, name)}")
+        for name in ("traversal_steps", "strip_steps", "num_bins"):
+            if getattr(self, name) < 2:
+                raise ValueError(f"EvalOptions.{name} must be >= 2; got {getattr(self, name)}")
+        if self.traversal_sigmas <= 0:
+            raise ValueError(f"EvalOptions.traversal_sigmas must be > 0; got {self.traversal_sigmas}")
+
+
+@dataclasses.dataclass
+class ModelInfo:
+    """What the report says about the model being evaluated."""
+
+    name: str
+    config_name: str
+    source: str  # 'workdir' or 'saved_model'
+    path: str
+    z_dim: int
+    regularization: Dict[str, dict]  # attribute -> {dim, gamma, ...}
+
+    def regularised_dims(self) -> Dict[str, int]:
+        return {name: int(spec["dim"]) for name, spec in self.regularization.items()}
+
+
+# ---------------------------------------------------------------- model adapters
+
+
+def _run_batched(fn: Callable, inputs: Sequence[np.ndarray], batch_size: int) -> List[tuple]:
+    """Apply ``fn`` to consecutive batches of ``inputs``; returns the per-batch outputs as NumPy."""
+    n = len(inputs[0])
+    outputs = []
+    for start in range(0, n, batch_size):
+        out = fn(*[x[start : start + batch_size] for x in inputs])
+        out = out if isinstance(out, tuple) else (out,)
+        outputs.append(tuple(np.asarray(o) for o in out))
+    return outputs
+
+
+class LatentModel:
+    """Batched NumPy view of a model: what :func:`evaluate` needs."""
+
+    z_dim: int
+    batch_size: int = 512
+    # Why teacher_forced_logits is unavailable (None when it is available).
+    teacher_forced_unavailable: Optional[str] = None
+
+    def _encode_batch(self, tokens):
+        raise NotImplementedError
+
+    def _decode_batch(self, z):
+        raise NotImplementedError
+
+    def _logits_batch(self, z, tokens):
+        raise NotImplementedError
+
+    def encode(self, tokens: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """tokens (N, 24) -> (z_mean, z_log_var), each (N, D) float32."""
+        parts = _run_batched(self._encode_batch, [np.asarray(tokens, np.int32)], self.batch_size)
+        return tuple(np.concatenate([p[i] for p in parts]).astype(np.float32) for i in range(2))
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """latents (N, D) -> greedy free-running tokens (N, 24) int32."""
+        parts = _run_batched(self._decode_batch, [np.asarray(z, np.float32)], self.batch_size)
+        return np.concatenate([p[0] for p in parts]).astype(np.int32)
+
+    def teacher_forced_stats(self, z: np.ndarray, tokens: np.ndarray) -> Tuple[float, float]:
+        """(token accuracy, NLL per token) of the teacher-forced decoder given latents z."""
+
+        def stats(z_batch, token_batch):
+            logits = np.asarray(self._logits_batch(z_batch, token_batch), np.float64)
+            log_probs = logits - _logsumexp(logits)
+            picked = np.take_along_axis(log_probs, token_batch[..., None].astype(np.int64), axis=-1)[..., 0]
+            return (logits.argmax(-1) == token_batch), -picked
+
+        parts = _run_batched(stats, [np.asarray(z, np.float32), np.asarray(tokens, np.int32)], self.batch_size)
+        correct = np.concatenate([p[0] for p in parts])
+        nll = np.concatenate([p[1] for p in parts])
+        return float(correct.mean()), float(nll.mean())
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    top = x.max(-1, keepdims=True)
+    return top + np.log(np.exp(x - top).sum(-1, keepdims=True))
+
+
+class KerasLatentModel(LatentModel):
+    """A MeasureVAE (keras.Model) restored from a workdir; its methods run as tf.functions."""
+
+    def __init__(self, model, z_dim: int, batch_size: int = 512):
+        import tensorflow as tf
+
+        self.model = model
+        self.z_dim = int(z_dim)
+        self.batch_size = batch_size
+        # One trace each, whatever the batch size (the last batch is usually smaller).
+        # The model's loops over the 24 ticks are Python loops, unrolled at trace time: no autograph.
+        tokens_spec = tf.TensorSpec([None, measures.TICKS_PER_MEASURE], tf.int32)
+        z_spec = tf.TensorSpec([None, self.z_dim], tf.float32)
+        self._encode_fn = tf.function(lambda t: model.encode(t), input_signature=[tokens_spec], autograph=False)
+        self._decode_fn = tf.function(lambda z: model.decode(z, temperature=0.0, seed=0),
+                                      input_signature=[z_spec], autograph=False)
+        self._logits_fn = tf.function(lambda z, t: model.teacher_forced_logits(z, t),
+                                      input_signature=[z_spec, tokens_spec], autograph=False)
+
+    def _encode_batch(self, tokens):
+        mean, log_var = self._encode_fn(tokens)
+        return mean.numpy(), log_var.numpy()
+
+    def _decode_batch(self, z):
+        return self._decode_fn(z).numpy()
+
+    def _logits_batch(self, z, tokens):
+        return self._logits_fn(z, tokens).numpy()
+
+
+class SavedModelLatentModel(LatentModel):
+    """An exported SavedModel (see export.py), through its signatures.
+
+    ``encode`` / ``decode`` give the latents and the free-running output; the
+    teacher-forced figures come from ``teacher_forced_nll(tokens) -> {nll
+    (summed over the 24 ticks), accuracy}``, which decodes from the measure's
+    own ``z_mean`` -- the same latents :func:`evaluate` passes.  An export
+    without that signature gets null teacher-forced figures and the reason.
+    """
+
+    def __init__(self, path: str, batch_size: int = 512):
+        import tensorflow as tf
+
+        self._tf = tf
+        self.loaded = tf.saved_model.load(path)
+        self.batch_size = batch_size
+        signatures = self.loaded.signatures
+        for name in ("encode", "decode"):
+            if name not in signatures:
+                raise ValueError(f"--saved_model={path} has no '{name}' signature (found: {sorted(signatures)})")
+        self._encode_sig = signatures["encode"]
+        self._decode_sig = signatures["decode"]
+        self._nll_sig = signatures.get("teacher_forced_nll")
+        if self._nll_sig is None:
+            self.teacher_forced_unavailable = "the SavedModel exports no teacher_forced_nll signature"
+        z_spec = self._decode_sig.structured_input_signature[1]["z"]
+        self.z_dim = int(z_spec.shape[-1])
+
+    def _encode_batch(self, tokens):
+        out = self._encode_sig(tokens=self._tf.constant(tokens, self._tf.int32))
+        return out["z_mean"].numpy(), out["z_log_var"].numpy()
+
+    def _decode_batch(self, z):
+        tf = self._tf
+        out = self._decode_sig(
+            z=tf.constant(z, tf.float32), temperature=tf.constant(0.0, tf.float32), seed=tf.constant(0, tf.int32)
+        )
+        return out["tokens"].numpy()
+
+    def teacher_forced_stats(self, z: np.ndarray, tokens: np.ndarray) -> Tuple[float, float]:
+        """(token accuracy, NLL per token) from the export's teacher_forced_nll (which encodes itself)."""
+        tf = self._tf
+
+        def stats(token_batch):
+            out = self._nll_sig(tokens=tf.constant(token_batch, tf.int32))
+            return out["accuracy"].numpy(), out["nll"].numpy()
+
+        parts = _run_batched(stats, [np.asarray(tokens, np.int32)], self.batch_size)
+        accuracy = np.concatenate([p[0] for p in parts])
+        nll = np.concatenate([p[1] for p in parts])
+        return float(accuracy.mean()), float(nll.mean() / tokens.shape[1])
+
+
+# ---------------------------------------------------------------- metric groups
+
+
+def reconstruction_metrics(model: LatentModel, tokens: np.ndarray, z_mean: np.ndarray, z_log_var: np.ndarray) -> dict:
+    """Token accuracy free-running (greedy decode of z_mean: the headline) and teacher-forced,
+    NLL per token (teacher-forced, at z_mean) and the KL term per measure."""
+    decoded = model.decode(z_mean)
+    out = {
+        "token_accuracy_free_running": float(np.mean(decoded == tokens)),
+        "measure_accuracy_free_running": float(np.mean(np.all(decoded == tokens, axis=1))),
+        "token_accuracy_teacher_forced": None,
+        "nll_per_token": None,
+        "kl_per_measure": float(np.mean(metrics.kl_to_standard_normal(z_mean, z_log_var))),
+        "teacher_forced_note": model.teacher_forced_unavailable,
+    }
+    if model.teacher_forced_unavailable is None:
+        accuracy, nll = model.teacher_forced_stats(z_mean, tokens)
+        out["token_accuracy_teacher_forced"] = accuracy
+        out["nll_per_token"] = nll
+    return out
+
+
+def latent_metrics(z: np.ndarray, attribute_values: np.ndarray, regularised: Dict[str, int],
+                   options: EvalOptions) -> Tuple[Dict[str, dict], dict]:
+    """Per-attribute interpretability / monotonicity / MIG / SAP, and Modularity over all attributes."""
+    mig = metrics.mig(z, attribute_values, options.num_bins)
+    sap = metrics.sap(z, attribute_values)
+    per_attribute = {}
+    for k, name in enumerate(attrs.ATTRIBUTE_NAMES):
+        a = attribute_values[:, k]
+        interp = metrics.interpretability(z, a, max_points=options.mi_max_points, seed=options.seed)
+        is_reg = name in regularised
+        probe = regularised[name] if is_reg else interp.dim
+        rho = metrics.spearman(z[:, probe], a)
+        per_attribute[name] = {
+            "regularised": is_reg,
+            "regularised_dim": regularised.get(name),
+            "interpretability": interp.to_dict(),
+            "probe_dim": int(probe),
+            "probe_dim_source": "regularised" if is_reg else "max_mi",
+            "spearman": rho if is_reg else abs(rho),
+            "spearman_signed": rho,
+            "isotonic_r2": metrics.isotonic_r2(z[:, probe], a),
+            "linear_r2": metrics.linear_r2(z[:, probe], a),
+            "mig": float(mig[k]),
+            "sap": float(sap[k]),
+        }
+    disentanglement = {
+        "modularity": metrics.modularity(z, attribute_values, options.num_bins),
+        "mig_bins": options.num_bins,
+        "mi_subsample": int(min(len(z), options.mi_max_points)),
+        "mi_estimator": "sklearn mutual_info_regression (KSG, k=3), random_state=seed",
+    }
+    return per_attribute, disentanglement
+
+
+def _dim_range(z: np.ndarray, dim: int, sigmas: float, num: int) -> np.ndarray:
+    """``num`` values from mean - sigmas*std to mean + sigmas*std of dim ``dim`` over the test latents."""
+    mean, std = float(z[:, dim].mean()), float(z[:, dim].std())
+    std = std if std > 0 else 1.0
+    return np.linspace(mean - sigmas * std, mean + sigmas * std, num).astype(np.float32)
+
+
+def traverse(model: LatentModel, base: np.ndarray, dim: int, steps: np.ndarray) -> np.ndarray:
+    """Decode every latent of ``base`` (T, D) with dim ``dim`` set to each step: tokens (T, S, 24)."""
+    z = np.repeat(base[:, None, :], len(steps), axis=1)
+    z[:, :, dim] = steps[None, :]
+    return model.decode(z.reshape(-1, base.shape[1])).reshape(len(base), len(steps), -1)
+
+
+def controllability(model: LatentModel, z: np.ndarray, name: str, dim: int, direction: int,
+                    options: EvalOptions) -> dict:
+    """Traverse ``dim`` over a subsample of test latents; measure the attribute of the decoded measures.
+
+    ``direction`` (+1/-1) orients the traversal so the attribute should rise:
+    +1 for a regularised dim, the sign of the encoded-data correlation for a max-MI dim.
+    """
+    idx = metrics.subsample_indices(len(z), options.traversal_latents, options.seed)
+    steps = _dim_range(z, dim, options.traversal_sigmas, options.traversal_steps)
+    tokens = traverse(model, z[idx], dim, steps)
+    values = attrs.compute(tokens.reshape(-1, tokens.shape[-1]), name).reshape(len(idx), len(steps))
+    oriented = values if direction > 0 else values[:, ::-1]
+    non_decreasing, increasing = metrics.monotone_step_fractions(oriented)
+    return {
+        "dim": int(dim),
+        "direction": int(direction),
+        "steps": [float(s) for s in steps],
+        "n_traversals": int(len(idx)),
+        "monotone_fraction": non_decreasing,
+        "strictly_increasing_fraction": increasing,
+        "spearman": metrics.traversal_spearman(direction * steps, values),
+        "mean_change": float(np.mean(oriented[:, -1] - oriented[:, 0])),
+    }
+
+
+def plane_dims(regularised: Dict[str, int], z_dim: int) -> Tuple[int, int]:
+    """The two dims of Figures 1-2: regularised dims first (attribute order), then 0 and 2.
+
+    Sorted, so models regularising rhythmic complexity on 0 and pitch range on
+    2 -- and Base -- all show the paper's (z[0], z[2]) plane.
+    """
+    dims = [regularised[n] for n in attrs.ATTRIBUTE_NAMES if n in regularised]
+    for d in list(DEFAULT_PLANE_DIMS) + list(range(z_dim)):
+        if d < z_dim and d not in dims:
+            dims.append(d)
+    if len(dims) < 2:
+        raise ValueError(f"the figures need at least 2 latent dims; the model has {z_dim}")
+    return tuple(sorted(dims[:2]))
+
+
+# ---------------------------------------------------------------- figures
+
+
+def make_figures(model: LatentModel, info: ModelInfo, z: np.ndarray, attribute_values: np.ndarray,
+                 per_attribute: Dict[str, dict], output_dir: str, tensorboard_dir: Optional[str],
+                 options: EvalOptions) -> Tuple[dict, dict]:
+    """Figures 1-3 as PNG (+ TensorBoard), and the arrays behind Figures 1-2 for ``compare``."""
+    dims = plane_dims(info.regularised_dims(), info.z_dim)
+    label = f"{info.name} ({info.config_name})"
+    idx = metrics.subsample_indices(len(z), options.scatter_max_points, options.seed)
+    plane = z[idx][:, dims]
+    fig1 = figures.latent_scatter_figure(
+        plane, attribute_values[idx], dims, f"{label}: test latents on z[{dims[0]}], z[{dims[1]}] coloured by attribute"
+    )
+    x_values = _dim_range(z, dims[0], options.traversal_sigmas, options.surface_resolution)
+    y_values = _dim_range(z, dims[1], options.traversal_sigmas, options.surface_resolution)
+    center = z.mean(axis=0)
+    surfaces = figures.attribute_surfaces(model.decode, center, dims, x_values, y_values)
+    fig2 = figures.attribute_surface_figure(
+        x_values, y_values, surfaces, dims,
+        f"{label}: attributes of measures decoded on a z[{dims[0]}] x z[{dims[1]}] grid (other dims at the test mean)",
+    )
+    fig3 = figures.traversal_figure(_strip_rows(model, z, info, per_attribute, options),
+                                    f"{label}: decoded measures along each dim, low to high (others fixed)")
+    files = {}
+    for key, fig in (("latent_space", fig1), ("attribute_surfaces", fig2), ("traversals", fig3)):
+        figures.save_figure(fig, os.path.join(output_dir, FIGURE_FILES[key]), tensorboard_dir=tensorboard_dir,
+                            tag=f"eval/{FIGURE_FILES[key][:-4]}")
+        files[key] = FIGURE_FILES[key]
+    data = {
+        "plane_dims": np.array(dims), "plane": plane.astype(np.float32), "plane_attributes": attribute_values[idx],
+        "surface_x": x_values, "surface_y": y_values, "surfaces": surfaces.astype(np.float32),
+    }
+    return files, data
+
+
+def _strip_rows(model: LatentModel, z: np.ndarray, info: ModelInfo, per_attribute: Dict[str, dict],
+                options: EvalOptions) -> List[dict]:
+    """Figure 3 rows: one per regularised attribute (Base: rhythmic complexity and pitch range on
+    their max-MI dims), all starting from the test latent nearest the mean latent."""
+    names = [n for n in attrs.ATTRIBUTE_NAMES if per_attribute[n]["regularised"]] or list(attrs.ATTRIBUTE_NAMES[:2])
+    start = z[np.argmin(np.sum((z - z.mean(axis=0)) ** 2, axis=1))][None]
+    rows = []
+    for name in names:
+        dim = per_attribute[name]["probe_dim"]
+        steps = _dim_range(z, dim, options.traversal_sigmas, options.strip_steps)
+        if per_attribute[name]["spearman_signed"] < 0 and not per_attribute[name]["regularised"]:
+            steps = steps[::-1]  # show the attribute rising left to right
+        tokens = traverse(model, start, dim, steps)[0]
+        rows.append({"dim": dim, "attribute": name, "steps": steps, "tokens": tokens,
+                     "values": attrs.compute(tokens, name)})
+    return rows
+
+
+# ---------------------------------------------------------------- driver
+
+
+def summarise(reconstruction: dict, per_attribute: Dict[str, dict], disentanglement: dict) -> dict:
+    """The headline numbers of the results table."""
+    values = list(per_attribute.values())
+    return {
+        "reconstruction_accuracy": reconstruction["token_accuracy_free_running"],
+        "interpretability_mean": float(np.mean([v["interpretability"]["r2"] for v in values])),
+        "spearman_mean": float(np.mean([v["spearman"] for v in values])),
+        "isotonic_r2_mean": float(np.mean([v["isotonic_r2"] for v in values])),
+        "mig_mean": float(np.mean([v["mig"] for v in values])),
+        "sap_mean": float(np.mean([v["sap"] for v in values])),
+        "modularity": disentanglement["modularity"],
+        "regularised_attributes": [n for n, v in per_attribute.items() if v["regularised"]],
+    }
+
+
+def evaluate(model: LatentModel, info: ModelInfo, tokens: np.ndarray, attribute_values: np.ndarray, *,
+             data_dir: str, output_dir: str, tensorboard_dir: Optional[str] = None,
+             options: Optional[EvalOptions] = None, timing: Optional[Dict[str, float]] = None) -> dict:
+    """Evaluate ``model`` on test measures; write metrics.json (+ figures) into ``output_dir``.
+
+    Returns the metrics dict that was written.
+    """
+    options = options or EvalOptions()
+    timing = dict(timing or {})
+    if len(tokens) < 2:
+        raise ValueError(f"the test split of {data_dir} has {len(tokens)} measures; need at least 2")
+    for name, dim in info.regularised_dims().items():
+        if not 0 <= dim < info.z_dim:
+            raise ValueError(f"regularisation of {name} uses dim {dim}, outside the {info.z_dim}-dim latent")
+    attribute_values = np.asarray(attribute_values, np.float32)
+    os.makedirs(output_dir, exist_ok=True)
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timing[stage] = round(now - clock, 3)
+        clock = now
+
+    z_mean, z_log_var = model.encode(tokens)
+    lap("encode")
+    reconstruction = reconstruction_metrics(model, tokens, z_mean, z_log_var)
+    lap("reconstruction")
+    per_attribute, disentanglement = latent_metrics(z_mean, attribute_values, info.regularised_dims(), options)
+    lap("latent_metrics")
+    for k, name in enumerate(attrs.ATTRIBUTE_NAMES):
+        entry = per_attribute[name]
+        direction = 1 if entry["regularised"] or entry["spearman_signed"] >= 0 else -1
+        entry["controllability"] = controllability(model, z_mean, name, entry["probe_dim"], direction, options)
+    lap("controllability")
+    figure_files: Dict[str, str] = {}
+    if options.figures:
+        figure_files, figure_data = make_figures(model, info, z_mean, attribute_values, per_attribute,
+                                                 output_dir, tensorboard_dir, options)
+        _save_npz_atomically(os.path.join(output_dir, FIGURE_DATA_FILE), figure_data)
+        lap("figures")
+    summary = summarise(reconstruction, per_attribute, disentanglement)
+    timing["total"] = round(sum(v for k, v in timing.items() if k != "total"), 3)
+    result = {
+        "schema_version": SCHEMA_VERSION,
+        "model": {"name": info.name, "config": info.config_name, "source": info.source, "path": info.path,
+                  "z_dim": info.z_dim, "regularization": info.regularization},
+        "data": {"data_dir": data_dir, "split": "test", "n_test": int(len(tokens))},
+        "reconstruction": reconstruction,
+        "attributes": per_attribute,
+        "disentanglement": disentanglement,
+        "summary": summary,
+        "figures": figure_files,
+        "options": dataclasses.asdict(options),
+        "timing_s": timing,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json_atomically(os.path.join(output_dir, METRICS_FILE), result)
+    if tensorboard_dir:
+        _log_scalars(tensorboard_dir, summary, per_attribute)
+    return result
+
+
+# ---------------------------------------------------------------- workdir / SavedModel front ends
+
+
+def workdir_data_dir(workdir: str) -> str:
+    """The prepared data dir a workdir was trained on, from DIR/config.json."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--workdir={workdir} has no config.json: is it a training workdir?")
+    with open(path, encoding="utf-8") as handle:
+        config = json.load(handle)
+    data_dir = config.get("data_dir") or (config.get("data") or {}).get("data_dir")
+    if not data_dir:
+        raise ValueError(f"{path} records no data_dir; pass --data_dir")
+    return data_dir if os.path.isabs(data_dir) else os.path.join(workdir, data_dir)
+
+
+def _config_regularization(config) -> Dict[str, dict]:
+    """Plain-dict regularization specs from a ConfigDict (or dict), keyed by attribute name."""
+    reg = config.get("regularization") if hasattr(config, "get") else None
+    out = {}
+    for name, spec in dict(reg or {}).items():
+        attrs.attribute_index(name)
+        spec = spec.to_dict() if hasattr(spec, "to_dict") else dict(spec)
+        out[name] = {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in spec.items()}
+    return out
+
+
+def _load_test(data_dir: str) -> Tuple[np.ndarray, np.ndarray]:
+    from music_attr_vae.data import loader
+
+    if not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"data dir {data_dir} does not exist")
+    arrays = loader.load_arrays(data_dir, "test")
+    return np.asarray(arrays["tokens"], np.int32), np.asarray(arrays["attributes"], np.float32)
+
+
+def evaluate_workdir(workdir: str, *, data_dir: Optional[str] = None, output_dir: Optional[str] = None,
+                     name: Optional[str] = None, options: Optional[EvalOptions] = None) -> dict:
+    """Evaluate the latest checkpoint of a training workdir; writes DIR/eval/ and DIR/tensorboard/eval."""
+    from music_attr_vae import training  # imported here: SavedModel users need no training code
+
+    options = options or EvalOptions()
+    workdir = os.path.abspath(workdir)
+    if not os.path.isdir(workdir):
+        raise FileNotFoundError(f"--workdir={workdir} does not exist")
+    start = time.perf_counter()
+    data_dir = os.path.abspath(data_dir or workdir_data_dir(workdir))
+    model, config = training.load_model(workdir)
+    info = ModelInfo(
+        name=name or os.path.basename(workdir.rstrip(os.sep)), config_name=str(config.get("name", "?")),
+        source="workdir", path=workdir, z_dim=int(config.model.z_dim), regularization=_config_regularization(config),
+    )
+    latent_model = KerasLatentModel(model, info.z_dim, options.batch_size)
+    tokens, attribute_values = _load_test(data_dir)
+    timing = {"load": round(time.perf_counter() - start, 3)}
+    return evaluate(latent_model, info, tokens, attribute_values, data_dir=data_dir,
+                    output_dir=output_dir or os.path.join(workdir, "eval"),
+                    tensorboard_dir=os.path.join(workdir, "tensorboard", "eval"), options=options, timing=timing)
+
+
+def evaluate_saved_model(saved_model: str, data_dir: str, *, output_dir: Optional[str] = None,
+                         name: Optional[str] = None, options: Optional[EvalOptions] = None) -> dict:
+    """Evaluate an exported SavedModel on the test split of ``data_dir``.
+
+    Output goes to ``output_dir`` (default: the eval/ dir beside the SavedModel,
+    i.e. DIR/eval for DIR/saved_model), TensorBoard images to the sibling
+    tensorboard/eval.
+    """
+    from music_attr_vae import export
+
+    options = options or EvalOptions()
+    saved_model = os.path.abspath(saved_model)
+    if not os.path.exists(os.path.join(saved_model, "saved_model.pb")):
+        raise FileNotFoundError(f"--saved_model={saved_model} is not a SavedModel dir (no saved_model.pb)")
+    start = time.perf_counter()
+    latent_model = SavedModelLatentModel(saved_model, options.batch_size)
+    meta = export.read_metadata(saved_model)
+    config = meta.get("config") or {}
+    regularization = _config_regularization(config)
+    if not regularization:  # an export whose config was not recorded: dims only
+        regularization = {n: {"dim": int(d)} for n, d in (meta.get("regularized") or {}).items()}
+    parent = os.path.dirname(saved_model.rstrip(os.sep))
+    info = ModelInfo(
+        name=name or os.path.basename(parent) or os.path.basename(saved_model),
+        config_name=str(config.get("name") or meta.get("model_name") or "?"),
+        source="saved_model", path=saved_model, z_dim=latent_model.z_dim, regularization=regularization,
+    )
+    tokens, attribute_values = _load_test(os.path.abspath(data_dir))
+    timing = {"load": round(time.perf_counter() - start, 3)}
+    output_dir = output_dir or os.path.join(parent, "eval")
+    return evaluate(latent_model, info, tokens, attribute_values, data_dir=os.path.abspath(data_dir),
+                    output_dir=output_dir,
+                    tensorboard_dir=os.path.join(os.path.dirname(os.path.abspath(output_dir)), "tensorboard", "eval"),
+                    options=options, timing=timing)
+
+
+# ---------------------------------------------------------------- files
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if np.isfinite(value) else None
+    return value
+
+
+def write_json_atomically(path: str, data: dict) -> None:
+    """JSON (no NaN: non-finite numbers become null) through a temp file and a rename."""
+    text = json.dumps(_jsonable(data), indent=2, allow_nan=False)
+    figures.write_bytes_atomically((text + "\n").encode("utf-8"), path)
+
+
+def _save_npz_atomically(path: str, arrays: Dict[str, np.ndarray]) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_metrics(eval_dir: str) -> dict:
+    """Read DIR/eval/metrics.json, checking its schema version."""
+    path = os.path.join(eval_dir, METRICS_FILE)
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{path} has schema_version {data.get('schema_version')}; expected {SCHEMA_VERSION}")
+    return data
+
+
+def _log_scalars(log_dir: str, summary: dict, per_attribute: Dict[str, dict]) -> None:
+    """The headline numbers as TensorBoard scalars (step 0) beside the figures."""
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(log_dir)
+    with writer.as_default():
+        for key, value in summary.items():
+            if isinstance(value, float):
+                tf.summary.scalar(f"eval/{key}", value, step=0)
+        for name, entry in per_attribute.items():
+            tf.summary.scalar(f"eval/interpretability/{name}", entry["interpretability"]["r2"], step=0)
+    writer.flush()
+    writer.close()

@@ -1,0 +1,199 @@
+"""Hierarchical measure decoder: z -> 4 beat vectors -> 6 tokens per beat.
+
+* **Beat level.**  A dense layer maps z to the initial states of a stacked
+  beat GRU, which runs 4 steps with z as its input at every step; its outputs
+  are the 4 beat vectors.
+* **Tick level.**  For each beat, a dense layer maps the beat vector to the
+  initial states of a stacked tick GRU, which emits the beat's 6 tokens.  Its
+  input at every tick is the embedding of the *previous token of the measure*
+  (the shift runs over the whole 24-token sequence, so tick 0 of beat 2 sees
+  the last token of beat 1; tick 0 of the measure sees a START id,
+  ``START = VOCAB_SIZE``) joined with the beat vector.
+
+Teacher forcing (training, ``teacher_forced``): the previous tokens are known,
+so the tick GRU runs the 4 beats *in parallel* as a batch of ``B*4``
+sequences of 6 steps.  Free running (inference, ``free_running``): a 24-step
+loop over the GRU cells, greedy (``temperature == 0``) or sampled with
+``tf.random.stateless_categorical`` from an explicit seed, so a given
+(z, temperature, seed) always gives the same measure.
+
+**Masking.**  Nothing is padded: every measure is exactly 24 tokens and every
+position is scored.  The decoder applies one *grammar mask* (when
+``mask_hold_at_start``): HOLD is forbidden on tick 0 of the measure, because
+the data never starts a measure with HOLD (a note tied over the barline is
+re-struck, see ``data/measures.py``).  The mask sets that logit to a large
+negative value in both modes, so free running can never emit it and its
+probability is 0 in the teacher-forced distribution.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from music_attr_vae.data.measures import BEATS_PER_MEASURE, HOLD, TICKS_PER_BEAT, TICKS_PER_MEASURE, VOCAB_SIZE
+from music_attr_vae.model.encoder import lookup, stateless_dropout
+from music_attr_vae.model.gru import GRU
+
+START = VOCAB_SIZE
+MASKED_LOGIT = -1e9
+
+
+def _split_states(x, num_layers: int):
+    return tf.split(x, num_layers, axis=-1) if num_layers > 1 else [x]
+
+
+class HierarchicalDecoder(keras.layers.Layer):
+    """Beat GRU + tick GRU decoder (see the module docstring).
+
+    Args:
+      z_dim: latent size.
+      embed_dim: size of the previous-token embedding.
+      hidden: units of the beat and tick GRUs.
+      num_layers: stacked GRU layers at each level.
+      dropout: dropout on the tick inputs and between tick GRU layers (training only).
+      mask_hold_at_start: forbid HOLD on tick 0 of the measure.
+    """
+
+    def __init__(
+        self,
+        z_dim: int,
+        embed_dim: int,
+        hidden: int,
+        num_layers: int = 2,
+        dropout: float = 0.0,
+        mask_hold_at_start: bool = True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.z_dim = int(z_dim)
+        self.embed_dim = int(embed_dim)
+        self.hidden = int(hidden)
+        self.num_layers = int(num_layers)
+        self.dropout = float(dropout)
+        self.mask_hold_at_start = bool(mask_hold_at_start)
+        self.beat_init = keras.layers.Dense(hidden * num_layers, activation="tanh", name="beat_init")
+        self.beat_rnns = [GRU(hidden, name=f"beat_gru_{i}") for i in range(num_layers)]
+        self.tick_init = keras.layers.Dense(hidden * num_layers, activation="tanh", name="tick_init")
+        self.token_embedding = keras.layers.Embedding(VOCAB_SIZE + 1, embed_dim, name="prev_token_embedding")
+        self.tick_rnns = [GRU(hidden, name=f"tick_gru_{i}") for i in range(num_layers)]
+        self.output_head = keras.layers.Dense(VOCAB_SIZE, name="token_logits")
+
+    def build(self, input_shape=None):
+        h = self.hidden
+        self.beat_init.build((None, self.z_dim))
+        self.tick_init.build((None, h))
+        self.token_embedding.build((None,))
+        for i, rnn in enumerate(self.beat_rnns):
+            rnn.build((None, BEATS_PER_MEASURE, self.z_dim if i == 0 else h))
+        for i, rnn in enumerate(self.tick_rnns):
+            rnn.build((None, TICKS_PER_BEAT, self.embed_dim + h if i == 0 else h))
+        self.output_head.build((None, h))
+        self.built = True
+
+    # ------------------------------------------------------------------ pieces
+
+    def beat_vectors(self, z):
+        """z (B, D) -> beat vectors (B, 4, hidden)."""
+        states = _split_states(self.beat_init(z), self.num_layers)
+        first = self.beat_rnns[0]
+        # the input is z at every beat: project it once
+        x_proj = tf.repeat(first.project(z)[:, None, :], BEATS_PER_MEASURE, axis=1)
+        x = first.run(x_proj, states[0])[0]
+        for rnn, state in zip(self.beat_rnns[1:], states[1:]):
+            x = rnn.run(rnn.project(x), state)[0]
+        return x
+
+    def _split_tick_kernel(self):
+        """The first tick GRU's input kernel, split into its token-embedding and beat-vector rows."""
+        kernel = self.tick_rnns[0].kernel
+        return kernel[: self.embed_dim], kernel[self.embed_dim :]
+
+    def _token_table(self):
+        """(VOCAB+1, 3H): embedding of every previous token through the first tick GRU's kernel, + bias."""
+        emb_kernel, _ = self._split_tick_kernel()
+        return tf.matmul(self.token_embedding.embeddings, emb_kernel) + self.tick_rnns[0].bias[0]
+
+    def _start_mask(self):
+        """Boolean (24, VOCAB) grammar mask: True where a logit is forbidden."""
+        mask = tf.one_hot([HOLD if self.mask_hold_at_start else -1], VOCAB_SIZE, on_value=True, off_value=False)
+        rest = tf.zeros([TICKS_PER_MEASURE - 1, VOCAB_SIZE], tf.bool)
+        return tf.concat([mask, rest], axis=0)
+
+    def apply_mask(self, logits):
+        """Grammar mask on logits (B, 24, V): HOLD on tick 0 -> MASKED_LOGIT."""
+        if not self.mask_hold_at_start:
+            return logits
+        return tf.where(self._start_mask()[None], tf.cast(MASKED_LOGIT, logits.dtype), logits)
+
+    # ------------------------------------------------------------------ modes
+
+    def teacher_forced(self, z, tokens, training=False, seed=None):
+        """Logits (B, 24, VOCAB) of every token given the true previous tokens."""
+        seed = seed if training else None
+        tokens = tf.cast(tokens, tf.int32)
+        batch = tf.shape(tokens)[0]
+        rows = batch * BEATS_PER_MEASURE
+        beats = tf.reshape(self.beat_vectors(z), [rows, self.hidden])  # one row per (measure, beat)
+        prev = tf.concat([tf.fill([batch, 1], START), tokens[:, :-1]], axis=1)  # (B, 24)
+        prev = tf.reshape(prev, [rows, TICKS_PER_BEAT])
+        first = self.tick_rnns[0]
+        if seed is None or self.dropout <= 0.0:
+            # [emb(prev), beat] @ W = table[prev] + beat @ W_beat: the beat part once per beat
+            _, beat_kernel = self._split_tick_kernel()
+            x_proj = lookup(self._token_table(), prev) + tf.matmul(beats, beat_kernel)[:, None, :]
+        else:
+            emb = stateless_dropout(self.token_embedding(prev), self.dropout, seed, salt=101)
+            beat_in = stateless_dropout(beats, self.dropout, seed, salt=102)
+            beat_in = tf.repeat(beat_in[:, None, :], TICKS_PER_BEAT, axis=1)
+            x_proj = first.project(tf.concat([emb, beat_in], axis=-1))
+        states = _split_states(self.tick_init(beats), self.num_layers)
+        x = first.run(x_proj, states[0])[0]
+        for i, (rnn, state) in enumerate(zip(self.tick_rnns[1:], states[1:])):
+            x = stateless_dropout(x, self.dropout, seed, salt=103 + i)
+            x = rnn.run(rnn.project(x), state)[0]
+        logits = tf.reshape(self.output_head(x), [batch, TICKS_PER_MEASURE, VOCAB_SIZE])
+        return self.apply_mask(logits)
+
+    def free_running(self, z, temperature=0.0, seed=0):
+        """Decode z (B, D) feeding back its own tokens; returns (tokens int32 (B, 24), logits (B, 24, V)).
+
+        ``temperature`` (float scalar, may be a tensor): 0 picks the argmax;
+        > 0 samples from softmax(logits / temperature) with the stateless seed
+        ``(seed, tick)``.
+        """
+        temperature = tf.cast(temperature, tf.float32)
+        seed = tf.cast(seed, tf.int32)
+        batch = tf.shape(z)[0]
+        beats = self.beat_vectors(z)
+        table = self._token_table()
+        _, beat_kernel = self._split_tick_kernel()
+        hold_at_start = self._start_mask()[0][None]
+        prev = tf.fill([batch], START)
+        out_tokens, out_logits = [], []
+        for b in range(BEATS_PER_MEASURE):
+            beat = beats[:, b]
+            beat_proj = tf.matmul(beat, beat_kernel)
+            states = _split_states(self.tick_init(beat), self.num_layers)
+            for t in range(TICKS_PER_BEAT):
+                tick = b * TICKS_PER_BEAT + t
+                x_proj = lookup(table, prev) + beat_proj
+                for i, rnn in enumerate(self.tick_rnns):
+                    states[i] = rnn.step(x_proj, states[i])
+                    if i + 1 < self.num_layers:
+                        x_proj = self.tick_rnns[i + 1].project(states[i])
+                logits = self.output_head(states[-1])
+                if self.mask_hold_at_start and tick == 0:
+                    logits = tf.where(hold_at_start, MASKED_LOGIT, logits)
+                prev = _choose(logits, temperature, tf.stack([seed, tf.constant(tick, tf.int32)]))
+                out_tokens.append(prev)
+                out_logits.append(logits)
+        return tf.stack(out_tokens, axis=1), tf.stack(out_logits, axis=1)
+
+
+def _choose(logits, temperature, seed):
+    """Argmax when temperature <= 0, else a stateless categorical sample at that temperature."""
+    greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    scaled = logits / tf.maximum(temperature, 1e-6)
+    sampled = tf.random.stateless_categorical(scaled, 1, seed=seed, dtype=tf.int32)[:, 0]
+    return tf.where(temperature > 0.0, sampled, greedy)

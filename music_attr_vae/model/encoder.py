@@ -1,0 +1,108 @@
+"""Measure encoder: tokens (B, 24) -> q(z | measure) = N(z_mean, exp(z_log_var)).
+
+Token embedding -> ``num_layers`` bidirectional GRUs (the last one keeps only
+its final forward and backward states) -> two dense heads.  Every measure is
+exactly 24 tokens, so nothing is padded and no mask is needed.
+
+The GRUs (``gru.BiGRU``) are unrolled and run both directions in one loop;
+the first layer's input projection is a lookup in the embedding table
+projected by its input kernel (embedding then kernel is one linear map), so
+the only per-step products are the recurrent ones.  See ``gru.py``.
+
+Randomness (dropout, and the reparameterisation noise in the model) is
+*stateless*: it is drawn from an explicit ``seed`` tensor that the model
+derives from the training step and the replica id.  That keeps runs
+reproducible, gives a resumed run exactly the noise an uninterrupted run
+would have drawn, and needs no random-state variable to be synchronised under
+a distribution strategy.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from music_attr_vae.data.measures import TICKS_PER_MEASURE, VOCAB_SIZE
+from music_attr_vae.model.gru import BiGRU
+
+
+def stateless_dropout(x, rate: float, seed, salt: int):
+    """Inverted dropout with noise from ``seed`` (int32 [2]) mixed with ``salt``.
+
+    ``salt`` distinguishes the call sites that share one step seed.  A no-op
+    when ``rate`` is 0 or ``seed`` is None (inference).
+    """
+    if rate <= 0.0 or seed is None:
+        return x
+    keep = 1.0 - rate
+    seed = tf.cast(seed, tf.int32) + tf.constant([0, 7919], tf.int32) * salt
+    noise = tf.random.stateless_uniform(tf.shape(x), seed=seed, dtype=x.dtype)
+    return tf.where(noise < keep, x / keep, tf.zeros_like(x))
+
+
+def lookup(table, ids):
+    """``table[ids]`` for a (V, C) table, as a one-hot matrix product (ids (...) -> (..., C)).
+
+    With a vocabulary this small the product costs little, and its gradient is
+    another product instead of the scatter-add a gather needs.
+    """
+    return tf.tensordot(tf.one_hot(ids, table.shape[0], dtype=table.dtype), table, axes=1)
+
+
+class Encoder(keras.layers.Layer):
+    """Bidirectional-GRU measure encoder.
+
+    Args:
+      z_dim: latent size.
+      embed_dim: token embedding size.
+      hidden: units of each GRU direction.
+      num_layers: stacked bidirectional GRUs.
+      dropout: dropout rate on the embeddings and between GRU layers (training only).
+    """
+
+    def __init__(
+        self,
+        z_dim: int,
+        embed_dim: int,
+        hidden: int,
+        num_layers: int = 2,
+        dropout: float = 0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.z_dim = int(z_dim)
+        self.embed_dim = int(embed_dim)
+        self.hidden = int(hidden)
+        self.dropout = float(dropout)
+        self.embedding = keras.layers.Embedding(VOCAB_SIZE, embed_dim, name="token_embedding")
+        self.rnns = [
+            BiGRU(hidden, return_sequences=i < num_layers - 1, name=f"bigru_{i}") for i in range(num_layers)
+        ]
+        self.mean_head = keras.layers.Dense(z_dim, name="z_mean")
+        self.log_var_head = keras.layers.Dense(z_dim, name="z_log_var")
+
+    def build(self, input_shape=None):
+        self.embedding.build((None, TICKS_PER_MEASURE))
+        in_dim = self.embed_dim
+        for rnn in self.rnns:
+            rnn.build((None, TICKS_PER_MEASURE, in_dim))
+            in_dim = 2 * self.hidden
+        self.mean_head.build((None, in_dim))
+        self.log_var_head.build((None, in_dim))
+        self.built = True
+
+    def call(self, tokens, training=False, seed=None):
+        """tokens int (B, 24) -> (z_mean, z_log_var), float32 (B, z_dim) each."""
+        seed = seed if training else None
+        tokens = tf.cast(tokens, tf.int32)
+        first = self.rnns[0]
+        if seed is None or self.dropout <= 0.0:
+            # embedding followed by the input kernel = a lookup in the projected table
+            x_proj = [lookup(table, tokens) for table in first.project(self.embedding.embeddings)]
+        else:
+            x_proj = first.project(stateless_dropout(self.embedding(tokens), self.dropout, seed, salt=1))
+        x = first.call_projected(x_proj)
+        for i, rnn in enumerate(self.rnns[1:]):
+            x = stateless_dropout(x, self.dropout, seed, salt=i + 2)
+            x = rnn.call_projected(rnn.project(x))
+        return self.mean_head(x), self.log_var_head(x)

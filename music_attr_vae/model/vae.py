@@ -1,0 +1,278 @@
+"""MeasureVAE: encoder + hierarchical decoder + attribute regularization.
+
+Training objective (per replica batch)::
+
+    loss = recon + beta(step) * kl + sum_a ramp(step) * gamma_a * reg_a
+
+* ``recon``: token cross-entropy, mean over the B*24 tokens (teacher forced);
+* ``kl``: KL(q(z|x) || N(0, I)), summed over latent dims, mean over the batch;
+* ``reg_a``: the attribute-regularization term of each mapped attribute
+  (``regularization.py``), computed on the *sampled* z as in the paper;
+* ``beta(step) = beta * min(1, step / beta_anneal_steps)`` (constant when
+  ``beta_anneal_steps == 0``) and ``ramp(step)`` likewise with
+  ``gamma_ramp_steps``.
+
+The custom ``train_step``/``test_step`` follow the keras.io generative-model
+pattern.  Under a distribution strategy each replica computes these means on
+its share of the global batch; the loss is multiplied by
+``1/num_replicas_in_sync`` before the gradient because Keras *sums* replica
+gradients, so the update equals the gradient of the global-batch mean.
+Validation (``test_step``) decodes from ``z_mean`` (no sampling noise) and
+also reports the free-running token accuracy (the decoder fed its own greedy
+predictions), the figure the paper evaluates.
+
+All randomness is stateless and keyed by (seed, step, replica): the noise of
+step ``n`` is the same whether or not the run was interrupted before it.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Mapping, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from music_attr_vae.data.attributes import ATTRIBUTE_NAMES
+from music_attr_vae.data.measures import TICKS_PER_MEASURE
+from music_attr_vae.model.decoder import HierarchicalDecoder
+from music_attr_vae.model.encoder import Encoder
+from music_attr_vae.model.regularization import AttributeRegularization
+
+
+def _num_replicas() -> int:
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _replica_id():
+    ctx = tf.distribute.get_replica_context()
+    rid = ctx.replica_id_in_sync_group if ctx is not None else 0
+    return tf.cast(rid, tf.int32)
+
+
+def _linear_ramp(step, steps: int):
+    """1.0 when ``steps`` is 0, else min(1, step / steps)."""
+    if steps <= 0:
+        return tf.constant(1.0, tf.float32)
+    return tf.minimum(1.0, tf.cast(step, tf.float32) / float(steps))
+
+
+def kl_divergence(z_mean, z_log_var):
+    """KL(N(mean, exp(log_var)) || N(0, I)) summed over dims, per example (B,)."""
+    return -0.5 * tf.reduce_sum(1.0 + z_log_var - tf.square(z_mean) - tf.exp(z_log_var), axis=-1)
+
+
+class MeasureVAE(keras.Model):
+    """The hierarchical measure VAE with attribute-regularised latent dims.
+
+    Inference API (eager or inside a tf.function, e.g. a SavedModel signature):
+      * ``encode(tokens int (B, 24)) -> (z_mean, z_log_var)`` float32 (B, D);
+      * ``decode(z (B, D), temperature=0.0, seed=None) -> tokens int32 (B, 24)``;
+      * ``teacher_forced_logits(z, tokens) -> logits (B, 24, 32)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        z_dim: int,
+        embed_dim: int,
+        enc_hidden: int,
+        enc_layers: int,
+        dec_hidden: int,
+        dec_layers: int,
+        dropout: float = 0.0,
+        mask_hold_at_start: bool = True,
+        regularization: Optional[Mapping[str, Mapping]] = None,
+        beta: float = 0.001,
+        beta_anneal_steps: int = 0,
+        gamma_ramp_steps: int = 0,
+        seed: int = 0,
+        eval_free_running: bool = True,
+        inject_nan_at_step: int = 0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.z_dim = int(z_dim)
+        self.beta = float(beta)
+        self.beta_anneal_steps = int(beta_anneal_steps)
+        self.gamma_ramp_steps = int(gamma_ramp_steps)
+        self.seed = int(seed)
+        self.eval_free_running = bool(eval_free_running)
+        self.inject_nan_at_step = int(inject_nan_at_step)
+        self.encoder = Encoder(z_dim, embed_dim, enc_hidden, enc_layers, dropout, name="encoder")
+        self.decoder = HierarchicalDecoder(
+            z_dim, embed_dim, dec_hidden, dec_layers, dropout, mask_hold_at_start, name="decoder"
+        )
+        self.attribute_reg = AttributeRegularization(regularization or {}, z_dim, ATTRIBUTE_NAMES, name="attribute_reg")
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.recon_tracker = keras.metrics.Mean(name="recon_loss")
+        self.kl_tracker = keras.metrics.Mean(name="kl")
+        self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
+        self.free_accuracy_tracker = keras.metrics.Mean(name="free_accuracy")
+        self._decode_fn = None
+
+    # ------------------------------------------------------------------ building
+
+    def call(self, tokens, training=False):
+        """Teacher-forced reconstruction logits from z_mean (used to build the weights)."""
+        z_mean, _ = self.encoder(tokens, training=training)
+        return self.decoder.teacher_forced(z_mean, tokens, training=training)
+
+    def build(self, input_shape=None):
+        """Create every weight by running a dummy batch through the encoder and both decoder modes."""
+        self.encoder.build()
+        self.decoder.build()
+        self.built = True
+
+    def build_weights(self) -> "MeasureVAE":
+        """Build eagerly (before a strategy's tf.function or a checkpoint restore needs the variables)."""
+        if not self.built:
+            self.build()
+        return self
+
+    @property
+    def metrics(self):
+        trackers = [self.loss_tracker, self.recon_tracker, self.kl_tracker, self.accuracy_tracker]
+        if self.eval_free_running:
+            trackers.append(self.free_accuracy_tracker)
+        return trackers + list(self.attribute_reg.trackers.values())
+
+    # ------------------------------------------------------------------ inference
+
+    def encode(self, tokens):
+        """tokens int (B, 24) -> (z_mean, z_log_var) float32 (B, D)."""
+        return self.encoder(tf.cast(tokens, tf.int32), training=False)
+
+    def decode(self, z, temperature=0.0, seed=None):
+        """Free-running decode of z (B, D) -> tokens int32 (B, 24).
+
+        ``temperature`` 0 is greedy; > 0 samples.  ``seed`` (int) makes the
+        sample reproducible; None draws a fresh one.  Works eagerly (through a
+        cached tf.function) and inside a caller's tf.function.
+        """
+        if seed is None:
+            seed = int(np.random.randint(0, 2**31 - 1))
+        z = tf.cast(z, tf.float32)
+        temperature = tf.cast(temperature, tf.float32)
+        seed = tf.cast(seed, tf.int32)
+        if tf.executing_eagerly():
+            if self._decode_fn is None:
+                self._decode_fn = tf.function(
+                    self._decode_tokens,
+                    input_signature=[
+                        tf.TensorSpec([None, self.z_dim], tf.float32),
+                        tf.TensorSpec([], tf.float32),
+                        tf.TensorSpec([], tf.int32),
+                    ],
+                    autograph=False,
+                )
+            return self._decode_fn(z, temperature, seed)
+        return self._decode_tokens(z, temperature, seed)
+
+    def _decode_tokens(self, z, temperature, seed):
+        return self.decoder.free_running(z, temperature, seed)[0]
+
+    def teacher_forced_logits(self, z, tokens):
+        """Logits (B, 24, 32) of ``tokens`` given z, each tick fed the true previous token."""
+        return self.decoder.teacher_forced(tf.cast(z, tf.float32), tokens, training=False)
+
+    # ------------------------------------------------------------------ training
+
+    def beta_at(self, step):
+        return self.beta * _linear_ramp(step, self.beta_anneal_steps)
+
+    def gamma_ramp_at(self, step):
+        return _linear_ramp(step, self.gamma_ramp_steps)
+
+    def _step_seed(self, step, salt: int):
+        """Stateless seed [2] for this (seed, step, replica, use)."""
+        step = tf.cast(step, tf.int32)
+        return tf.stack([(self.seed * 1000003 + salt) % (2**31 - 1), step * 64 + _replica_id()])
+
+    def _objective(self, tokens, attributes, z_mean, z_log_var, z, step, training):
+        logits = self.decoder.teacher_forced(z, tokens, training=training, seed=self._step_seed(step, 2))
+        recon = tf.reduce_mean(
+            keras.losses.sparse_categorical_crossentropy(tokens, logits, from_logits=True)
+        )
+        kl = tf.reduce_mean(kl_divergence(z_mean, z_log_var))
+        reg, _ = self.attribute_reg(z, attributes, weight=self.gamma_ramp_at(step))
+        beta = self.beta_at(step)
+        loss = recon + beta * kl + reg
+        accuracy = tf.reduce_mean(
+            tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), tokens), tf.float32)
+        )
+        return loss, recon, kl, beta, accuracy
+
+    def _update_trackers(self, loss, recon, kl, accuracy):
+        self.loss_tracker.update_state(loss)
+        self.recon_tracker.update_state(recon)
+        self.kl_tracker.update_state(kl)
+        self.accuracy_tracker.update_state(accuracy)
+
+    def _log_values(self, extra: Dict[str, tf.Tensor]):
+        logs = {m.name: m.result() for m in self.metrics}
+        logs.update(extra)
+        return logs
+
+    def train_step(self, data):
+        tokens, attributes = data
+        tokens = tf.cast(tokens, tf.int32)
+        attributes = tf.cast(attributes, tf.float32)
+        step = self.optimizer.iterations
+        with tf.GradientTape() as tape:
+            z_mean, z_log_var = self.encoder(tokens, training=True, seed=self._step_seed(step, 1))
+            eps = tf.random.stateless_normal(tf.shape(z_mean), seed=self._step_seed(step, 3))
+            z = z_mean + tf.exp(0.5 * z_log_var) * eps
+            loss, recon, kl, beta, accuracy = self._objective(tokens, attributes, z_mean, z_log_var, z, step, True)
+            if self.inject_nan_at_step > 0:  # fault injection for tests: poison one step's loss
+                poisoned = tf.equal(step + 1, self.inject_nan_at_step)
+                loss = tf.where(poisoned, tf.constant(float("nan")), loss)
+            scaled = loss / float(_num_replicas())
+        grads = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        self._update_trackers(loss, recon, kl, accuracy)
+        lr = tf.cast(self.optimizer.learning_rate, tf.float32)
+        return self._log_values({"beta": beta, "learning_rate": lr})
+
+    def test_step(self, data):
+        tokens, attributes = data
+        tokens = tf.cast(tokens, tf.int32)
+        attributes = tf.cast(attributes, tf.float32)
+        step = self.optimizer.iterations if self.optimizer is not None else 0  # for beta and the ramp
+        z_mean, z_log_var = self.encoder(tokens, training=False)
+        loss, recon, kl, _, accuracy = self._objective(tokens, attributes, z_mean, z_log_var, z_mean, step, False)
+        self._update_trackers(loss, recon, kl, accuracy)
+        if self.eval_free_running:
+            free_tokens, _ = self.decoder.free_running(z_mean)
+            self.free_accuracy_tracker.update_state(
+                tf.reduce_mean(tf.cast(tf.equal(free_tokens, tokens), tf.float32))
+            )
+        return self._log_values({})
+
+
+def model_kwargs(config) -> dict:
+    """MeasureVAE constructor arguments from a (validated) config."""
+    m, t = config.model, config.train
+    reg = config.get("regularization", None)
+    return dict(
+        z_dim=m.z_dim,
+        embed_dim=m.embed_dim,
+        enc_hidden=m.enc_hidden,
+        enc_layers=m.enc_layers,
+        dec_hidden=m.dec_hidden,
+        dec_layers=m.dec_layers,
+        dropout=m.get("dropout", 0.0),
+        mask_hold_at_start=m.get("mask_hold_at_start", True),
+        regularization={k: dict(v) for k, v in (reg.items() if reg is not None else [])},
+        beta=t.beta,
+        beta_anneal_steps=t.get("beta_anneal_steps", 0),
+        gamma_ramp_steps=t.get("gamma_ramp_steps", 0),
+        seed=t.get("seed", 0),
+        eval_free_running=t.get("eval_free_running", True),
+        inject_nan_at_step=t.get("inject_nan_at_step", 0),
+    )
+
+
+def build_model(config) -> MeasureVAE:
+    """A MeasureVAE with all weights created, from a config (see configs/common.py)."""
+    return MeasureVAE(name="measure_vae", **model_kwargs(config)).build_weights()

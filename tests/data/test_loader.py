@@ -1,0 +1,98 @@
+"""loader: tf.data pipelines and NumPy arrays from the prepared small corpus."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from music_attr_vae.data import attributes, loader, measures
+
+
+def _collect(ds):
+    tokens, attrs = zip(*[(t.numpy(), a.numpy()) for t, a in ds])
+    return np.concatenate(tokens), np.concatenate(attrs)
+
+
+def _rows(tokens):
+    """The multiset of token rows, comparable across orders."""
+    return sorted(map(bytes, np.asarray(tokens, np.uint8)))
+
+
+def test_batches_have_the_contract_dtypes_and_shapes(prepared_small):
+    ds = loader.make_dataset(str(prepared_small), "train", 32, drop_remainder=True)
+    tokens_spec, attrs_spec = ds.element_spec
+    assert tokens_spec.dtype == tf.int32 and tokens_spec.shape.as_list() == [32, measures.TICKS_PER_MEASURE]
+    assert attrs_spec.dtype == tf.float32 and attrs_spec.shape.as_list() == [32, len(attributes.ATTRIBUTE_NAMES)]
+    tokens, attrs = next(iter(ds))
+    assert tokens.shape == (32, 24) and attrs.shape == (32, 4)
+    # Columns follow ATTRIBUTE_NAMES: they equal the attributes recomputed from the tokens.
+    np.testing.assert_allclose(attrs.numpy(), attributes.compute_all(tokens.numpy()), atol=1e-6)
+
+
+def test_one_epoch_reads_every_example_once(prepared_small):
+    arrays = loader.load_arrays(str(prepared_small), "validation")
+    assert len(arrays["tokens"]) == loader.num_examples(str(prepared_small), "validation")
+    # Validation is not shuffled by default: same order as load_arrays; the last batch is partial.
+    tokens, attrs = _collect(loader.make_dataset(str(prepared_small), "validation", 100))
+    np.testing.assert_array_equal(tokens, arrays["tokens"])
+    np.testing.assert_array_equal(attrs, arrays["attributes"])
+    # Shuffled train: a permutation of the split.
+    train = loader.load_arrays(str(prepared_small), "train")
+    shuffled, _ = _collect(loader.make_dataset(str(prepared_small), "train", 256))
+    assert len(shuffled) == len(train["tokens"])
+    assert not np.array_equal(shuffled, train["tokens"])
+    assert _rows(shuffled) == _rows(train["tokens"])
+
+
+def test_shuffle_is_seeded_and_reshuffles_each_epoch(prepared_small):
+    def first_batch(seed):
+        return next(iter(loader.make_dataset(str(prepared_small), "train", 64, seed=seed)))[0].numpy()
+
+    np.testing.assert_array_equal(first_batch(0), first_batch(0))
+    assert not np.array_equal(first_batch(0), first_batch(1))
+    ds = loader.make_dataset(str(prepared_small), "train", 512, seed=0)
+    epoch1, _ = _collect(ds)
+    epoch2, _ = _collect(ds)
+    assert not np.array_equal(epoch1, epoch2)
+    assert _rows(epoch1) == _rows(epoch2)
+
+
+def test_repeat_goes_past_one_epoch(prepared_small):
+    n = loader.num_examples(str(prepared_small), "test")
+    ds = loader.make_dataset(str(prepared_small), "test", 16, repeat=True, drop_remainder=True)
+    seen = sum(int(t.shape[0]) for t, _ in ds.take(n // 16 + 3))
+    assert seen > n
+
+
+def test_load_arrays_labels(prepared_small):
+    arrays = loader.load_arrays(str(prepared_small), "train")
+    n = len(arrays["tokens"])
+    assert arrays["tokens"].dtype == np.int32 and arrays["tokens"].shape == (n, 24)
+    assert arrays["attributes"].dtype == np.float32 and arrays["attributes"].shape == (n, 4)
+    assert arrays["tune_id"].shape == (n,) and arrays["tune_id"].dtype.kind == "U"
+    assert all("#" in t for t in arrays["tune_id"][:100])
+    assert arrays["measure_index"].min() >= 0
+    assert set(np.unique(arrays["transposition"])) <= set(range(-2, 3))
+    assert arrays["tokens"].min() >= 0 and arrays["tokens"].max() < measures.VOCAB_SIZE
+    # A measure never starts with HOLD in the data (ties are re-struck on tick 0).
+    assert not np.any(arrays["tokens"][:, 0] == measures.HOLD)
+
+
+def test_clear_errors_name_the_path(prepared_small, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"summary\.json"):
+        loader.make_dataset(str(tmp_path), "train", 8)
+    with pytest.raises(ValueError, match="unknown split 'dev'"):
+        loader.make_dataset(str(prepared_small), "dev", 8)
+    with pytest.raises(ValueError, match="batch_size"):
+        loader.make_dataset(str(prepared_small), "train", 0)
+    # A directory whose test shards are missing.
+    partial = tmp_path / "partial"
+    shutil.copytree(prepared_small, partial)
+    for shard in partial.glob("test.tfrecord-*"):
+        shard.unlink()
+    with pytest.raises(FileNotFoundError, match=rf"no shards for split 'test' in {partial}"):
+        loader.load_arrays(str(partial), "test")
+    assert len(loader.load_arrays(str(partial), "validation")["tokens"]) > 0

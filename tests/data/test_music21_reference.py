@@ -1,0 +1,194 @@
+"""The ABC reader agrees with music21 on the real corpus.
+
+For a deterministic sample of Nottingham tunes spread over every file, both
+readers parse the tune, repeats are expanded (``expandRepeats`` on music21's
+part), and the flat sequences of notes (MIDI pitch, length in quarter notes)
+are compared in played order.  Ties are merged on both sides (for music21:
+consecutive notes of the same pitch joined by a tie), chords keep their top note, grace notes and rests are left
+out (our reader pads pickups and short bars with silence; music21 does not).
+
+Three music21 behaviours are normalised away before either reader sees the text
+(:func:`normalise_for_comparison`), so that the comparison tests notes, not
+conventions:
+
+* an end repeat ``:|`` with no start repeat: music21 goes back to the start of
+  the whole tune, where folk players (and our reader) go back to the start of
+  the section (after ``||``, the previous repeat or a ``P:`` label).  The
+  normaliser writes the implied ``|:`` explicitly.
+* a header ``P:`` play order (music21 ignores it): the line is removed.
+* accidentals: music21 carries them through the bar only for files that
+  declare ABC 2.x (``%abc-2.1``), and then across octaves unless told
+  ``%%propagate-accidentals octave``; both lines are prepended (the ABC 2.1
+  standard, and our reader, carry an accidental to the end of the bar for the
+  same letter in the same octave).
+
+``bench/bench_music21_agreement.py`` runs the same comparison on the whole
+corpus and prints the agreement rate.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import re
+import warnings
+from typing import List, Optional, Sequence, Tuple
+
+import pytest
+
+music21 = pytest.importorskip("music21")
+
+from music_attr_vae.data import abc_reader  # noqa: E402
+
+NoteList = List[Tuple[int, float]]
+
+SAMPLE_SIZE = 120
+AGREEMENT_REQUIRED = 0.98
+
+_BODY_TOKEN = re.compile(r'"[^"\n]*"|%[^\n]*|^[A-Za-z]:[^\n]*$|::|:*\|[|\]:]*', re.M)
+_FIELD_LINES_AFTER = re.compile(r"[ \t\\]*\n((?:[A-Za-z]:[^\n]*\n)+)")
+
+
+def normalise_for_comparison(tune: str) -> str:
+    """Rewrite a tune so that music21's conventions match the ABC standard (see module doc).
+
+    Every rewrite keeps the music the same for a standard reader (ours included).
+    """
+    k = re.search(r"^K:.*$", tune, re.M)
+    if k is None:
+        return tune
+    header, body = tune[: k.end() + 1], tune[k.end() + 1:]
+    header = re.sub(r"^P:.*\n?", "", header, flags=re.M)
+    edits: List[Tuple[int, int, str]] = []  # (start, end, replacement) in body
+
+    def add_start_repeat(pos: int) -> None:
+        """Insert ``|:`` at pos, or after the field lines that follow it (music21 drops it there)."""
+        fields = _FIELD_LINES_AFTER.match(body, pos)
+        if fields:
+            edits.append((fields.end(), fields.end(), "|:"))
+        else:
+            edits.append((pos, pos, " |:" if pos and body[pos - 1] in "|:" else "|:"))
+
+    boundary = 0
+    open_start = False
+    for m in _BODY_TOKEN.finditer(body):
+        tok = m.group()
+        if tok[0] in '"%':
+            continue
+        if tok[0].isalpha():
+            if tok.startswith("P:"):
+                boundary, open_start = m.end() + 1, False
+            continue
+        ends = tok == "::" or tok.startswith(":")
+        starts = tok == "::" or tok.endswith(":")
+        if ends and not open_start:
+            add_start_repeat(boundary)
+        if starts and (ends or _FIELD_LINES_AFTER.match(body, m.end())):
+            # music21 reads "A::" as a field "A:", "::"/":|:" as an end only, and
+            # drops a start repeat followed by field lines: write it on its own.
+            edits.append((m.start(), m.end(), ":|" if ends else "|"))
+            add_start_repeat(m.end())
+        if ends or starts:
+            boundary, open_start = m.end(), starts
+        elif ("||" in tok or "]" in tok) and not open_start:
+            boundary = m.end()
+    for start, end, text in sorted(edits, key=lambda e: (e[0], e[1]), reverse=True):
+        body = body[:start] + text + body[end:]
+    return "%abc-2.1\n%%propagate-accidentals octave\n" + header + body
+
+
+def reader_notes(tune: str) -> NoteList:
+    """(pitch, quarter length) of our reader's notes, in played order."""
+    seq = abc_reader.abc_tune_to_sequence(tune)
+    notes = sorted(seq.notes, key=lambda n: n.start_time)
+    return [(n.pitch, (n.end_time - n.start_time) / abc_reader.SECONDS_PER_BEAT) for n in notes]
+
+
+def music21_notes(tune: str) -> Optional[NoteList]:
+    """(pitch, quarter length) of music21's notes after expandRepeats/stripTies; None when it fails."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            score = music21.converter.parse(tune, format="abc", forceSource=True)
+            parts = list(score.parts) if hasattr(score, "parts") and len(score.parts) else [score]
+            part = parts[0]
+            try:
+                part = part.expandRepeats()
+            except Exception:  # noqa: BLE001 - music21 cannot expand: compare unexpanded
+                return None
+            out: NoteList = []
+            tied = False  # the previous note is tied to the next one
+            for el in part.recurse().notes:
+                if el.duration.isGrace or el.quarterLength == 0:
+                    continue
+                pitch = max(p.midi for p in el.pitches)
+                length = float(el.quarterLength)
+                # music21 ties notes of different pitches too ("B-c"); a tie only
+                # joins notes of the same pitch, so merge those only.
+                if tied and out and out[-1][0] == pitch:
+                    out[-1] = (pitch, out[-1][1] + length)
+                else:
+                    out.append((pitch, length))
+                tied = el.tie is not None and el.tie.type in ("start", "continue")
+            return out
+    except Exception:  # noqa: BLE001 - any music21 failure means "music21 rejects the tune"
+        return None
+
+
+def same_notes(a: Sequence[Tuple[int, float]], b: Sequence[Tuple[int, float]]) -> bool:
+    return len(a) == len(b) and all(
+        pa == pb and math.isclose(qa, qb, abs_tol=1e-3) for (pa, qa), (pb, qb) in zip(a, b)
+    )
+
+
+def compare_tune(tune: str) -> Optional[bool]:
+    """True/False when both readers accept the tune (agree or not); None when either rejects it."""
+    text = normalise_for_comparison(tune)
+    try:
+        ours = reader_notes(text)
+    except abc_reader.SkipTune:
+        return None
+    theirs = music21_notes(text)
+    if not theirs:
+        return None
+    return same_notes(ours, theirs)
+
+
+def corpus_tunes(corpus_dir: pathlib.Path) -> List[Tuple[str, int, str]]:
+    out = []
+    for path in sorted(pathlib.Path(corpus_dir).glob("*.abc")):
+        text = path.read_text(encoding="latin-1")
+        for i, tune in enumerate(abc_reader.split_abc_book(text)):
+            out.append((path.name, i, tune))
+    return out
+
+
+def deterministic_sample(tunes: Sequence, size: int) -> list:
+    """Every k-th tune (evenly spread over all files, in file order)."""
+    if len(tunes) <= size:
+        return list(tunes)
+    step = len(tunes) / size
+    return [tunes[int(i * step)] for i in range(size)]
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def test_normaliser_makes_implied_start_repeats_explicit():
+    tune = "X:1\nT:t\nP:AB\nM:6/8\nL:1/8\nK:D\nP:A\nA|def fed:|\nP:B\ne|fga agf||gab bag:|\n"
+    out = normalise_for_comparison(tune)
+    assert "P:AB" not in out
+    body = out[out.index("K:D"):]
+    assert body.count("|:") == 3  # tune/part A start, part B start, after the double bar
+    # Our reader plays both texts the same way (the implied start is where we restart).
+    assert reader_notes(out) == reader_notes(tune.replace("P:AB\n", ""))
+
+
+def test_music21_agrees_on_a_sample_of_the_corpus(nottingham_dir):
+    sample = deterministic_sample(corpus_tunes(nottingham_dir), SAMPLE_SIZE)
+    results = {(name, i): compare_tune(tune) for name, i, tune in sample}
+    compared = {k: v for k, v in results.items() if v is not None}
+    assert len(compared) >= 0.9 * len(sample), f"only {len(compared)} of {len(sample)} tunes parsed by both"
+    disagree = sorted(k for k, v in compared.items() if not v)
+    rate = 1 - len(disagree) / len(compared)
+    assert rate >= AGREEMENT_REQUIRED, f"agreement {rate:.3f}; disagreeing tunes: {disagree}"

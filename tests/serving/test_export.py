@@ -1,0 +1,239 @@
+"""The SavedModel export: every signature, its metadata and its errors, seen by a client with no package.
+
+The signatures are called in a subprocess (savedmodel_client.py) that imports
+only TensorFlow and NumPy; this module checks what it returned against the
+package's own NumPy code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from music_attr_vae import export
+from music_attr_vae.data import attributes as attrs
+from music_attr_vae.data import measures
+
+CLIENT = pathlib.Path(__file__).with_name("savedmodel_client.py")
+
+
+@pytest.fixture(scope="module")
+def saved_model_dir(quick_workdir) -> pathlib.Path:
+    path = quick_workdir / "saved_model"
+    assert (path / "saved_model.pb").is_file(), f"training did not export a SavedModel to {path}"
+    return path
+
+
+@pytest.fixture(scope="module")
+def client(saved_model_dir, tmp_path_factory) -> dict:
+    """Everything the package-free client got back from the SavedModel."""
+    cwd = tmp_path_factory.mktemp("client")  # not the checkout: the package cannot be imported
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, str(CLIENT), str(saved_model_dir)], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def test_client_never_imported_the_package(client):
+    assert client["package_imported"] is False
+
+
+def test_metadata_describes_the_model(client, quick_workdir):
+    meta = client["metadata"]
+    config = json.loads((quick_workdir / "config.json").read_text())
+    assert meta["vocabulary"] == measures.vocabulary()
+    assert meta["attribute_names"] == list(attrs.ATTRIBUTE_NAMES)
+    assert meta["z_dim"] == config["model"]["z_dim"]
+    assert meta["regularized"] == {n: r["dim"] for n, r in config["regularization"].items()}
+    assert meta["config"]["model"] == config["model"]
+    assert meta["package_version"]
+    assert set(client["signature_names"]) == set(meta["signatures"]) >= {
+        "encode", "decode", "sample", "traverse", "traverse_z", "set_attribute", "metadata"}
+    for name, fitted in meta["attribute_maps"].items():
+        value, z = np.array(fitted["value"]), np.array(fitted["z"])
+        assert fitted["dim"] == meta["regularized"][name]
+        assert np.all(np.diff(value) > 0)  # strictly increasing attribute grid
+        assert np.all(np.diff(z) * fitted["direction"] >= -1e-6)  # monotone in the fitted direction
+        assert value[0] == pytest.approx(fitted["value_range"][0]) and value[-1] == pytest.approx(
+            fitted["value_range"][1])
+        assert fitted["z_range"] == pytest.approx([z[0], z[-1]])
+
+
+def test_reference_measures_and_attributes(client):
+    tokens = np.array(client["reference_tokens"])
+    assert tokens.ndim == 2 and tokens.shape[1] == 24 and len(tokens) > 10
+    measures.check_tokens(tokens)
+    np.testing.assert_allclose(client["reference_attributes"], attrs.compute_all(tokens), atol=1e-6)
+    np.testing.assert_allclose(client["attributes"], attrs.compute_all(np.array(client["tokens"])), atol=1e-6)
+
+
+def test_encode(client):
+    z_mean, z_log_var = np.array(client["z_mean"]), np.array(client["z_log_var"])
+    assert z_mean.shape == z_log_var.shape == (len(client["tokens"]), client["metadata"]["z_dim"])
+    assert np.isfinite(z_mean).all() and np.isfinite(z_log_var).all()
+    assert client["encode_again_equal"] and client["signature_encode_equal"]
+
+
+def test_decode_greedy_and_sampled(client):
+    greedy = np.array(client["greedy_seed1"])
+    measures.check_tokens(greedy)
+    assert greedy.shape == np.array(client["tokens"]).shape
+    np.testing.assert_array_equal(greedy, client["greedy_seed2"])  # the seed does not matter when greedy
+    np.testing.assert_array_equal(greedy, client["signature_decode"])
+    np.testing.assert_array_equal(client["hot_seed1"], client["hot_seed1_again"])  # reproducible
+    assert not np.array_equal(client["hot_seed1"], client["hot_seed2"])  # and seed-dependent
+    measures.check_tokens(client["hot_seed1"])
+
+
+def test_sample_from_the_prior(client):
+    z = np.array(client["sample_z"])
+    assert z.shape == (5, client["metadata"]["z_dim"]) and client["sample_repeatable"]
+    assert not np.allclose(z, client["sample_other_seed_z"])
+    np.testing.assert_array_equal(client["sample_tokens"], client["sample_decoded"])
+    assert client["sample_empty_shape"] == [0, 24]
+
+
+def test_traverse_sets_the_dim_and_decodes(client):
+    meta = client["metadata"]
+    dim = meta["attribute_maps"][client["set_attribute_name"]]["dim"]
+    values = np.array(client["traverse_values"], np.float32)
+    z = np.array(client["traverse_z"])
+    tokens = np.array(client["traverse_tokens"])
+    assert tokens.shape == (3, len(values), 24)
+    np.testing.assert_allclose(z[:, :, dim], np.broadcast_to(values, (3, len(values))), atol=1e-6)
+    others = np.delete(np.arange(meta["z_dim"]), dim)
+    z_mean = np.array(client["z_mean"])[:3]
+    np.testing.assert_allclose(z[:, :, others], np.repeat(z_mean[:, None, others], len(values), 1), atol=1e-5)
+    np.testing.assert_array_equal(tokens.reshape(-1, 24), client["traverse_decoded"])
+    np.testing.assert_array_equal(tokens, client["traverse_z_tokens"])
+    by_number = np.array(client["traverse_dim_z"])
+    np.testing.assert_allclose(by_number[:, :, client["traverse_dim"]], [[-1.0, 0.5]] * 2)
+
+
+def test_set_attribute_uses_the_fitted_map(client):
+    meta = client["metadata"]
+    name = client["set_attribute_name"]
+    fitted = meta["attribute_maps"][name]
+    column = attrs.attribute_index(name)
+    out = {k: np.array(v) for k, v in client["set"].items()}
+    tokens = np.array(client["tokens"])
+    expected_target = np.clip(client["set_targets"], *fitted["value_range"])
+    np.testing.assert_allclose(out["predicted"], expected_target, atol=1e-6)
+    np.testing.assert_allclose(
+        out["z"][:, fitted["dim"]], np.interp(expected_target, fitted["value"], fitted["z"]), atol=1e-4)
+    others = np.delete(np.arange(meta["z_dim"]), fitted["dim"])
+    np.testing.assert_allclose(out["z"][:, others], np.array(client["z_mean"])[:, others], atol=1e-5)
+    np.testing.assert_array_equal(out["tokens"], client["set_decoded"])
+    np.testing.assert_allclose(out["attribute_before"], attrs.compute_all(tokens)[:, column], atol=1e-6)
+    np.testing.assert_allclose(out["attribute_after"], attrs.compute_all(out["tokens"])[:, column], atol=1e-6)
+    scalar = np.clip(0.5, *fitted["value_range"])
+    np.testing.assert_allclose(client["set_scalar_predicted"], [scalar] * len(tokens), atol=1e-6)
+
+
+def test_teacher_forced_nll(client):
+    nll, acc = np.array(client["nll"]), np.array(client["accuracy"])
+    assert nll.shape == acc.shape == (len(client["tokens"]),)
+    assert (nll > 0).all() and ((acc >= 0) & (acc <= 1)).all()
+    assert nll.mean() < np.mean(client["nll_noise"])  # real measures are likelier than noise
+
+
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("token_too_big", ["tokens must lie in 0..31", "REST", "HOLD"]),
+        ("token_negative", ["tokens must lie in 0..31"]),
+        ("token_too_big_signature", ["tokens must lie in 0..31"]),
+        ("wrong_length", ["(None, 24)"]),
+        ("wrong_rank", ["(None, 24)"]),
+        ("wrong_z_size", ["(None, {z_dim})"]),
+        ("wrong_dtype_signature", ["int32"]),
+        ("nan_z_decode", ["z must be finite"]),
+        ("nan_z_traverse", ["z must be finite"]),
+        ("nan_values", ["values must be finite"]),
+        ("nan_target", ["target must be finite"]),
+        ("unknown_attribute", ["unknown attribute", "{first} (dim", "loudness"]),
+        ("dim_out_of_range", ["unknown attribute", "0..{last_dim}"]),
+        ("set_unknown_attribute", ["regularised attribute", "{first} (dim", "loudness"]),
+        ("set_wrong_target_count", ["one value per measure"]),
+        ("negative_temperature", ["temperature must be >= 0"]),
+        ("negative_n", ["n must be >= 0"]),
+    ],
+)
+def test_bad_inputs_fail_clearly(client, case, words):
+    meta = client["metadata"]
+    error = client["errors"][case]
+    assert error is not None, f"{case}: the call did not fail"
+    fill = dict(z_dim=meta["z_dim"], last_dim=meta["z_dim"] - 1, first=next(iter(meta["attribute_maps"])))
+    for word in words:
+        assert word.format(**fill) in error[1], f"{case}: {word!r} not in {error}"
+
+
+# ---------------------------------------------------------------- in-process pieces
+
+
+def test_fit_monotone_map_inverts_a_noisy_rising_relation():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=4000)
+    value = 1 / (1 + np.exp(-2 * z)) + rng.normal(scale=0.05, size=z.size)
+    fitted = export.fit_monotone_map(z, value)
+    assert fitted["direction"] == 1 and fitted["spearman"] > 0.9
+    grid, zs = np.array(fitted["value"]), np.array(fitted["z"])
+    assert np.all(np.diff(grid) > 0) and np.all(np.diff(zs) >= 0)
+    for target in (0.2, 0.5, 0.8):  # inverting the map recovers the true z within the noise
+        assert np.interp(target, grid, zs) == pytest.approx(np.log(target / (1 - target)) / 2, abs=0.15)
+
+
+def test_fit_monotone_map_falling_and_flat():
+    z = np.linspace(-2, 2, 500)
+    falling = export.fit_monotone_map(z, -z)
+    assert falling["direction"] == -1 and np.all(np.diff(falling["z"]) <= 0)
+    assert np.interp(1.0, falling["value"], falling["z"]) == pytest.approx(-1.0, abs=0.05)
+    flat = export.fit_monotone_map(z, np.full_like(z, 0.3))
+    assert flat["value_range"] == pytest.approx([0.3, 0.3]) and np.ptp(flat["z"]) == 0
+
+
+def test_swap_into_place_replaces_and_restores(tmp_path, monkeypatch):
+    target = tmp_path / "saved_model"
+    target.mkdir()
+    (target / "old").write_text("old")
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "fresh").write_text("fresh")
+    export._swap_into_place(str(new), str(target))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved_model"]
+    assert (target / "fresh").read_text() == "fresh"
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if src == str(broken):
+            raise OSError("disk full")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(export.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        export._swap_into_place(str(broken), str(target))
+    assert (target / "fresh").read_text() == "fresh"  # the previous export is back in place
+
+
+def test_served_model_client_errors(saved_model_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="saved_model.pb"):
+        export.ServedModel(str(tmp_path))
+    served = export.ServedModel(str(saved_model_dir))
+    with pytest.raises(ValueError, match="regularises"):
+        served.dim_of("loudness")
+    name = next(iter(served.maps))
+    values = served.traversal_values(name, 5)
+    assert values[0] == pytest.approx(served.maps[name]["z_range"][0])
+    assert values[-1] == pytest.approx(served.maps[name]["z_range"][1])
