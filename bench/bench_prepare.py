@@ -41,6 +41,7 @@ def bench_library(source: str, max_shift: int, jobs) -> dict:
     print(f"  {totals['raw_tunes']} raw tunes -> {totals['kept_tunes']} kept, {totals['measures']} measures, "
           f"{totals['examples']} examples, {size / 2**20:.1f} MiB written")
     print(f"  {totals['raw_tunes'] / wall:.0f} tunes/s, {totals['examples'] / wall:.0f} examples/s")
+    # Workers are forked children of this process (no TF is loaded here), reaped by the pool.
     print(f"  peak RSS: parent {_peak_rss_mib(resource.RUSAGE_SELF):.0f} MiB, "
           f"largest worker {_peak_rss_mib(resource.RUSAGE_CHILDREN):.0f} MiB")
     print(prepare.format_counts(summary))
@@ -100,7 +101,7 @@ def main() -> None:
     parser.add_argument("--compare_writers", action="store_true")
     parser.add_argument("--no_cli", action="store_true", help="skip the end-to-end CLI run")
     args = parser.parse_args()
-    print(f"machine: {os.cpu_count()} CPUs; source: {args.source}")
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; source: {args.source}")
     bench_library(args.source, args.max_shift, args.jobs)
     if not args.no_cli:
         bench_cli(args.source, args.max_shift)

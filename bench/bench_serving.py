@@ -33,24 +33,35 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
 
-def _timed(fn, repeats: int, warmup: int = 3) -> np.ndarray:
+def _timed(fn, repeats: int, warmup: int = 3):
+    """(wall seconds, process CPU seconds) of each call after ``warmup`` calls.
+
+    On a busy machine the wall time is inflated by other processes; the CPU
+    time (all threads of this process) divided by the cores shows what an idle
+    machine would give.
+    """
     for _ in range(warmup):
         fn()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
-    return np.array(times)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return np.array(wall), np.array(cpu)
 
 
 def bench_decode(model, z_dim: int, batch: int, repeats: int) -> dict:
     z = np.random.default_rng(0).standard_normal((batch, z_dim)).astype(np.float32)
-    times = _timed(lambda: model.decode(z=z, temperature=np.float32(0), seed=np.int32(0))["tokens"].numpy(), repeats)
+    times, cpu = _timed(
+        lambda: model.decode(z=z, temperature=np.float32(0), seed=np.int32(0))["tokens"].numpy(), repeats
+    )
     return {
         "batch": batch,
         "median_ms": float(np.median(times) * 1e3),
         "measures_per_s": float(batch / np.median(times)),
+        "cpu_ms": float(np.median(cpu) * 1e3),
+        "measures_per_cpu_s": float(batch / np.median(cpu)),
     }
 
 
@@ -61,11 +72,12 @@ def bench_traverse(model, tokens: np.ndarray, attribute: str, values: np.ndarray
         return model.traverse(tokens=one, attribute=attribute, values=values, temperature=np.float32(0),
                               seed=np.int32(0))["tokens"].numpy()
 
-    times = _timed(call, repeats, warmup=5)
+    times, cpu = _timed(call, repeats, warmup=5)
     return {
         "steps": len(values),
         "median_ms": float(np.median(times) * 1e3),
         "p90_ms": float(np.percentile(times, 90) * 1e3),
+        "cpu_ms": float(np.median(cpu) * 1e3),
     }
 
 
@@ -93,20 +105,23 @@ def monotone_steps(model, meta: dict, name: str, z_start: np.ndarray, steps: int
     }
 
 
-def export_untrained(config_name: str, directory: str) -> str:
+def export_untrained(config_name: str, directory: str, jit_compile: bool = True) -> str:
     """Export an untrained model of a config (speed does not depend on the weights)."""
     from music_attr_vae import export
     from music_attr_vae.configs_loader import load_config
     from music_attr_vae.model.vae import build_model
 
     config = load_config(config_name)
-    return export.export_saved_model(build_model(config), config, os.path.join(directory, "saved_model"))
+    return export.export_saved_model(
+        build_model(config), config, os.path.join(directory, "saved_model"), jit_compile=jit_compile
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--saved_model", help="an exported SavedModel")
     parser.add_argument("--config", help="instead: export an untrained model of this config (speed only)")
+    parser.add_argument("--no_jit", action="store_true", help="with --config: export without the XLA decoder")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--traverse_steps", type=int, default=8)
@@ -121,7 +136,7 @@ def main() -> int:
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = args.saved_model or export_untrained(args.config, tmp)
+        path = args.saved_model or export_untrained(args.config, tmp, not args.no_jit)
         start = time.perf_counter()
         model = tf.saved_model.load(path)
         load_s = time.perf_counter() - start
@@ -133,7 +148,8 @@ def main() -> int:
 
         results["decode"] = bench_decode(model, meta["z_dim"], args.batch, args.repeats)
         d = results["decode"]
-        print(f"decode, batch {d['batch']}: {d['median_ms']:.1f} ms/batch -> {d['measures_per_s']:.0f} measures/s")
+        print(f"decode, batch {d['batch']}: {d['median_ms']:.1f} ms/batch -> {d['measures_per_s']:.0f} measures/s "
+              f"(CPU {d['cpu_ms']:.1f} ms/batch over all threads -> {d['measures_per_cpu_s']:.0f} measures per CPU-s)")
 
         ref = model.reference_measures()["tokens"].numpy()
         names = list(meta["attribute_maps"])
@@ -142,7 +158,8 @@ def main() -> int:
                   else np.linspace(-3, 3, args.traverse_steps)).astype(np.float32)
         results["traverse"] = bench_traverse(model, ref, attribute, values, args.traverse_repeats)
         t = results["traverse"]
-        print(f"traverse, 1 measure x {t['steps']} steps: median {t['median_ms']:.2f} ms, p90 {t['p90_ms']:.2f} ms")
+        print(f"traverse, 1 measure x {t['steps']} steps: median {t['median_ms']:.2f} ms, p90 {t['p90_ms']:.2f} ms "
+              f"(CPU {t['cpu_ms']:.2f} ms)")
 
         if args.saved_model:
             results["monotone"] = {}

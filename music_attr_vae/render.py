@@ -171,7 +171,8 @@ def draw_piano_roll(
         if seg.is_rest:
             ax.add_patch(
                 patches.Rectangle(
-                    (x0, low - 0.5), width, height, facecolor="0.6", edgecolor="0.45", alpha=0.2, hatch="//", lw=0, zorder=1.5
+                    (x0, low - 0.5), width, height,
+                    facecolor="0.6", edgecolor="0.45", alpha=0.2, hatch="//", lw=0, zorder=1.5,
                 )
             )
             continue

@@ -25,7 +25,6 @@ can be passed as ``config=``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from typing import Tuple
 
@@ -89,9 +88,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             return sources.resolve_source(os.fspath(dl_manager.manual_dir))
         if config.source == "folk_rnn":
             path = os.fspath(dl_manager.download(sources.FOLK_RNN_URL))
-            with open(path, "rb") as f:
-                digest = hashlib.sha256(f.read()).hexdigest()
-            return [sources.SourceFile(path=path, kind="folk_rnn", sha256=digest)]
+            return [sources.SourceFile(path=path, kind="folk_rnn", sha256=sources.sha256_file(path))]
         raise ValueError(f"unknown source {config.source!r} in config {config.name!r}; use 'local' or 'folk_rnn'")
 
     def _split_generators(self, dl_manager):

@@ -61,9 +61,9 @@ def main(argv) -> int:
         return _fail(str(e))
     for bar in result.report["bars"]:
         if bar["edited"]:
+            before, after, target = bar["attributes_before"], bar["attributes_after"], bar["targets"]
             changes = ", ".join(
-                f"{s.attribute} {bar['attributes_before'][s.attribute]:.3f} -> {bar['attributes_after'][s.attribute]:.3f}"
-                f" (target {bar['targets'][s.attribute]:.3f})"
+                f"{s.attribute} {before[s.attribute]:.3f} -> {after[s.attribute]:.3f} (target {target[s.attribute]:.3f})"
                 for s in settings
             )
             print(f"bar {bar['bar']}: {changes}")

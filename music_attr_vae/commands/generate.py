@@ -105,7 +105,7 @@ def run(served, out_dir: str) -> dict:
             entry["rising_steps"] = monotone_fraction(values_attr[:, column])
         traversals.append(entry)
         rows.append(row)
-        label_attr = (lambda i: f"\n{name[:12]} {values_attr[i, column]:.2f}") if column is not None else (lambda i: "")
+        label_attr = (lambda i: f"\n{name} {values_attr[i, column]:.2f}") if column is not None else (lambda i: "")
         titles.append(f"{start}: dim {dim} from {values[0]:.2f} to {values[-1]:.2f}")
         options.append({"bar_labels": [f"z={v:.2f}{label_attr(i)}" for i, v in enumerate(values)],
                         "transpose": transpose})

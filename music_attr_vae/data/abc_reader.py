@@ -42,7 +42,8 @@ non-standard ``Y:`` play-order hints of the Nottingham files are ignored.
 
 Skip reasons (``SkipTune.reason``)
 ----------------------------------
-``no_key_field``   no ``K:`` line (or music before it)
+``no_key_field``   no ``K:`` line
+``bad_header``     a line before ``K:`` that is not a field (e.g. music before the key)
 ``bad_key``        a ``K:`` value that names no key
 ``unsupported_meter``  ``M:none`` or a meter that cannot be read
 ``bad_length``     an ``L:`` value that cannot be read
@@ -69,6 +70,7 @@ QPM = 120.0
 SECONDS_PER_BEAT = 60.0 / QPM
 VELOCITY = 80
 MAX_NOTES = 20000
+MAX_PART_ORDER = 64  # labels in a header P: play order (and characters read from it)
 _EPS = 1e-6
 
 
@@ -76,6 +78,7 @@ class SkipTune(Exception):
     """A tune the reader cannot turn into a melody; counted under ``reason`` by the caller."""
 
     def __init__(self, reason: str, detail: str = ""):
+        detail = detail if len(detail) <= 200 else detail[:200] + "..."
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
@@ -130,6 +133,8 @@ def parse_meter(value: str) -> Meter:
     m = _METER_RE.match(v)
     if not m:
         raise SkipTune("unsupported_meter", f"M:{value.strip()}")
+    if len(v) > 40:
+        raise SkipTune("unsupported_meter", f"M:{v[:40]}...")
     num = sum(int(x) for x in m.group(1).split("+"))
     den = int(m.group(2))
     if num <= 0 or den <= 0 or num > 64 or den > 64:
@@ -143,7 +148,7 @@ _LENGTH_RE = re.compile(r"^\s*(\d+)\s*(?:/\s*(\d+))?\s*$")
 def parse_unit_length(value: str) -> float:
     """``L:1/8`` -> the unit note length in quarter beats (0.5)."""
     m = _LENGTH_RE.match(value)
-    if not m:
+    if not m or len(value) > 20:
         raise SkipTune("bad_length", f"L:{value.strip()}")
     num, den = int(m.group(1)), int(m.group(2) or 1)
     if num <= 0 or den <= 0:
@@ -224,7 +229,7 @@ def parse_key(value: str) -> Optional[Dict[str, int]]:
 def parse_part_order(value: str) -> List[str]:
     """Header ``P:`` play order -> list of part labels: ``AABB``, ``A2B``, ``(AB)2C``, ``A.B.C``."""
     pos = 0
-    text = re.sub(r"[^A-Z0-9()]", "", value)
+    text = re.sub(r"[^A-Z0-9()]", "", value)[:MAX_PART_ORDER]
 
     def seq() -> List[str]:
         nonlocal pos
@@ -243,16 +248,17 @@ def parse_part_order(value: str) -> List[str]:
             m = re.match(r"\d+", text[pos:])
             times = 1
             if m:
-                times = min(int(m.group()), 16)
+                times = min(int(m.group()[:3]), 16)
                 pos += m.end()
             out.extend(item * times)
+            del out[MAX_PART_ORDER:]
         return out
 
     result: List[str] = []
-    while pos < len(text):
+    while pos < len(text) and len(result) < MAX_PART_ORDER:
         result.extend(seq())
         pos += 1  # skip an unmatched ')'
-    return result
+    return result[:MAX_PART_ORDER]
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -277,16 +283,23 @@ _CHORD_NOTE_RE = re.compile(r"(\^\^|\^|__|_|=)?([A-Ga-g])([,']*)" + _LEN)
 _FIELD_LINE_RE = re.compile(r"^([A-Za-z+]):(.*)$")
 
 
+def _small_int(text: str, reason: str) -> int:
+    """int() of a digit run, refusing absurd ones (they would overflow floats or Python's int parser)."""
+    if len(text) > 6:
+        raise SkipTune(reason, f"number too large: {text[:12]}...")
+    return int(text)
+
+
 def _length(num: Optional[str], slashes: Optional[str], den: Optional[str]) -> float:
     """Multiplier of the unit length written after a note: ``2``, ``/``, ``//``, ``3/2``, ``/4``."""
-    n = int(num) if num else 1
+    n = _small_int(num, "bad_duration") if num else 1
     if slashes:
+        if len(slashes) > 8:
+            raise SkipTune("bad_duration", f"{len(slashes)} slashes")
         if den:
-            d = int(den) * (2 ** (len(slashes) - 1))
+            d = _small_int(den, "bad_duration") * (2 ** (len(slashes) - 1))
         else:
             d = 2 ** len(slashes)
-    elif den:  # unreachable with the regex (digits go to num) but kept for clarity
-        d = int(den)
     else:
         d = 1
     if n == 0 or d == 0:
@@ -332,7 +345,6 @@ class _TuneParser:
         self.key: Optional[Dict[str, int]] = None
         self.bar_acc: Dict[Tuple[str, int], int] = {}
         self.seg = _Segment(self.meter)
-        self.pending_meter: Optional[Meter] = None
         self.tuplet_left = 0
         self.tuplet_factor = 1.0
         self.next_factor = 1.0
@@ -358,7 +370,7 @@ class _TuneParser:
                     continue
                 fm = _FIELD_LINE_RE.match(stripped)
                 if fm is None:
-                    raise SkipTune("no_key_field", "music before the K: field")
+                    raise SkipTune("bad_header", f"not a field line before K: {stripped[:40]!r}")
                 self._header_field(fm.group(1), fm.group(2).split("%", 1)[0].strip())
                 if fm.group(1) == "K":
                     in_header = False
@@ -393,8 +405,8 @@ class _TuneParser:
             self.unit = parse_unit_length(value)
         elif key == "P":
             self.part_order = parse_part_order(value)
-        elif key == "V":
-            self._voice(value)
+        elif key == "V" and self.first_voice is None:
+            self.first_voice = value.split()[0] if value.split() else ""  # a declaration only
         elif key == "K":
             key_map = parse_key(value)
             self.key = key_map if key_map is not None else {c: 0 for c in _LETTERS}
@@ -415,12 +427,10 @@ class _TuneParser:
         elif key == "M":
             if value.lower() == "none":
                 raise SkipTune("unsupported_meter", "M:none")
-            meter = parse_meter(value)
-            self.meter = meter
-            if self.seg.events:
-                self.pending_meter = meter
-            else:
-                self.seg.meter = meter
+            # A change inside a bar takes effect at the next barline.
+            self.meter = parse_meter(value)
+            if not self.seg.events:
+                self.seg.meter = self.meter
         elif key == "L":
             self.unit = parse_unit_length(value)
         elif key == "P":
@@ -441,11 +451,10 @@ class _TuneParser:
         if seg.events:
             seg.length = sum(e[1] for e in seg.events)
             self.items.append(seg)
-        meter = self.pending_meter or self.meter
-        self.pending_meter = None
-        self.seg = _Segment(meter)
+        self.seg = _Segment(self.meter)
 
     def _add_event(self, pitch: int, dur: float) -> list:
+        self.tie_carry = None  # only the first note after the barline can continue a tie
         if self.next_factor != 1.0:
             dur *= self.next_factor
             self.next_factor = 1.0
@@ -481,9 +490,10 @@ class _TuneParser:
         unit = self.unit
         for m in _TOKEN_RE.finditer(line):
             kind = m.lastgroup
+            if not self.voice_active and kind != "field":
+                continue  # another voice's music (after an inline [V:])
             if kind == "note":
                 pitch = self._pitch(m.group(2), m.group(3), m.group(4))
-                self.tie_carry = None
                 self._add_event(pitch, unit * _length(m.group(5), m.group(6), m.group(7)))
                 self.n_pitched += 1
             elif kind == "skip":
@@ -510,7 +520,7 @@ class _TuneParser:
                     self._body_field(key, value)
                     unit = self.unit
             elif kind == "mrest":
-                bars = int(m.group(33)) if m.group(33) else 1
+                bars = _small_int(m.group(33), "bad_duration") if m.group(33) else 1
                 num, den = self.seg.meter
                 self._add_event(-1, bars * num * 4.0 / den)
             elif kind == "overlay":
@@ -540,7 +550,7 @@ class _TuneParser:
         if len(set(marks)) != 1 or len(marks) > 3:
             raise SkipTune("bad_syntax", f"broken rhythm {marks!r}")
         last = self.last_event
-        if last is None or last not in self.seg.events:
+        if last is None or not self.seg.events or self.seg.events[-1] is not last:
             raise SkipTune("bad_duration", f"broken rhythm {marks!r} with no note before it")
         short = 0.5 ** len(marks)
         if marks[0] == ">":
@@ -551,11 +561,11 @@ class _TuneParser:
             self.next_factor = 2.0 - short
 
     def _tuplet(self, p_text: str, q_text: Optional[str], r_text: Optional[str]) -> None:
-        p = int(p_text)
+        p = _small_int(p_text, "bad_tuplet")
         if p < 2 or p > 64:
             raise SkipTune("bad_tuplet", f"({p_text}")
         if q_text:
-            q = int(q_text)
+            q = _small_int(q_text, "bad_tuplet")
         elif p in (3, 6):
             q = 2
         elif p in (2, 4, 8):
@@ -563,7 +573,7 @@ class _TuneParser:
         else:
             num = self.seg.meter[0]
             q = 3 if num % 3 == 0 and num > 3 else 2
-        r = int(r_text) if r_text else p
+        r = _small_int(r_text, "bad_tuplet") if r_text else p
         if q <= 0 or r <= 0 or q > 64 or r > 64:
             raise SkipTune("bad_tuplet", f"({p_text}:{q_text}:{r_text}")
         self.tuplet_factor = q / p
@@ -580,7 +590,6 @@ class _TuneParser:
             top = max(top, pitch)
             if first_len is None:
                 first_len = _length(n or None, s or None, d or None)
-        self.tie_carry = None
         event = self._add_event(top, self.unit * first_len * _length(num, slashes, den))
         self.n_pitched += 1
         if "-" in body:
@@ -588,6 +597,9 @@ class _TuneParser:
 
 
 def _ending_numbers(text: str) -> frozenset:
+    """``1``, ``1,3``, ``1-3`` -> the pass numbers of a variant ending."""
+    if len(text) > 40:
+        raise SkipTune("unbalanced_repeat", f"variant ending {text[:40]}...")
     nums = set()
     for part in text.split(","):
         if "-" in part:
@@ -861,6 +873,7 @@ def abc_tune_to_sequence(text: str, origin: str = "", index: int = 0) -> music_p
 
 _BLANK_LINES = re.compile(r"\n[ \t\r]*\n")
 _FOLK_FIELD = re.compile(r"^([A-Za-z]):(.*)$")
+_FOLK_MARKERS = {"<s>", "</s>"}  # sequence start/end tokens of the folk-rnn models, if present
 
 
 def split_folk_rnn(text: str) -> List[str]:
@@ -875,7 +888,7 @@ def folk_rnn_to_abc(text: str, index: int = 0) -> str:
     become inline fields.  Music tokens are written without the separating
     spaces, so duration tokens join their notes (``c 2`` -> ``c2``).
     """
-    tokens = text.split()
+    tokens = [t for t in text.split() if t not in _FOLK_MARKERS]
     header = {"M": None, "L": "1/8", "K": None}
     i = 0
     while i < len(tokens):

@@ -7,17 +7,21 @@ Pipeline (one tune at a time, so it parallelises over tunes)::
             --valid transpositions-->          (M * S, 24) tokens + (M * S, 4) attributes
             --hand-encoded tf.train.Example, TFRecord framing--> bytes
 
-The per-tune functions (:func:`process_raw_tune`, :func:`tune_examples`,
-:func:`assign_splits`) are public because the TFDS builder in
-``datasets/folk_measures`` reuses them instead of duplicating the logic.
+The pipeline functions (:func:`run_pipeline`, :func:`process_raw_tune`,
+:func:`tune_examples`, :func:`tune_ids`, :func:`assign_splits`) are public
+because the TFDS builder in ``datasets/folk_measures`` reuses them instead of
+duplicating the logic.
 
 **Why no TensorFlow here.**  Importing TF costs ~5 s, more than the whole
 parse of the Nottingham corpus, so this module never imports it: examples are
 serialised by hand in the protobuf wire format (byte-identical to
 ``tf.train.Example.SerializeToString(deterministic=True)``, checked by the
 tests) and framed as TFRecords with a NumPy CRC32C that checksums many records
-at once.  Worker processes (``forkserver``/``spawn``, safe when the caller has
-TF loaded) therefore start fast, and so does ``music-attr-vae prepare``.
+at once.  ``music-attr-vae prepare`` therefore starts fast, and so do the
+worker processes (see :func:`_pool_context` for how they stay safe when the
+caller has TF loaded); the parent works on chunks of tunes too.  When TF is
+loaded the workers come from a forkserver, and as with any non-fork pool a
+script must then call :func:`prepare` under ``if __name__ == "__main__":``.
 
 **Determinism.**  Tunes are processed in source order (files sorted by the
 reader, tunes in file order), examples are ordered by tune, measure, shift,
@@ -42,7 +46,7 @@ import shutil
 import struct
 import sys
 import tempfile
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -64,7 +68,7 @@ NO_MEASURES = "no_usable_measures"
 # Measure-level reason for measures whose notes leave MIN..MAX_PITCH.
 PITCH_OUT_OF_RANGE = "pitch_out_of_range"
 
-# Below this many tunes the worker pool costs more to start than it saves.
+# Below this many tunes (~3 ms each) starting worker processes is not worth it.
 _MIN_TUNES_FOR_POOL = 200
 # Default shard size target, in bytes of serialized records.
 _TARGET_SHARD_BYTES = 16 * 1024 * 1024
@@ -109,8 +113,10 @@ class TuneResult:
 
     ``skip_reason`` is set when the reader rejected the tune, or when it kept no
     measure (``no_usable_measures``); ``dropped`` counts the measures dropped by
-    reason either way.  ``records`` holds the framed TFRecords of the examples
-    when :func:`process_chunk` was asked to serialise them.
+    reason either way.  When :func:`process_chunk` serialises the examples,
+    ``records`` holds their framed TFRecords, ``attribute_summary`` their
+    per-attribute (min, max, sum) and ``examples`` is dropped, so workers send
+    back only what the writer needs.
     """
 
     tune_id: str
@@ -119,12 +125,14 @@ class TuneResult:
     dropped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     n_measures: int = 0
     shifts: Tuple[int, ...] = ()
+    n_examples: int = 0
     examples: Optional[TuneExamples] = None
     records: Optional[List[bytes]] = None
+    attribute_summary: Optional[np.ndarray] = None  # (3, 4): min, max, sum over the examples
 
     @property
     def kept(self) -> bool:
-        return self.skip_reason is None and self.examples is not None and len(self.examples) > 0
+        return self.skip_reason is None and self.n_examples > 0
 
 
 def select_measures(grids: np.ndarray, measure_indices: np.ndarray, max_shift: int):
@@ -178,6 +186,7 @@ def sequence_result(sequence, tune_id: str, max_shift: int) -> TuneResult:
         result.skip_reason = NO_MEASURES
         return result
     result.examples = tune_examples(grids, indices, shifts)
+    result.n_examples = len(result.examples)
     return result
 
 
@@ -209,14 +218,13 @@ def process_chunk(chunk: Sequence[Tuple[object, str]], max_shift: int, serialize
         framed = frame_records(payloads)
         start = 0
         for i in owners:
-            n = len(results[i].examples)
-            results[i].records = framed[start : start + n]
-            start += n
+            res = results[i]
+            res.records = framed[start : start + res.n_examples]
+            values = res.examples.attributes
+            res.attribute_summary = np.stack([values.min(0), values.max(0), values.sum(0, dtype=np.float64)])
+            res.examples = None
+            start += res.n_examples
     return results
-
-
-def _process_chunk_star(args):
-    return process_chunk(*args)
 
 
 # ------------------------------------------------------------------ tune ids and splits
@@ -437,14 +445,67 @@ def _chunks(items: Sequence, n_chunks: int) -> List[Sequence]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+# Imported once by the forkserver, so forked workers start with them loaded.
+WORKER_MODULES = ("music_attr_vae.data.prepare", "music_attr_vae.data.sources")
+# Libraries whose runtime threads make a plain fork unsafe in the parent.
+_FORK_UNSAFE_MODULES = ("tensorflow", "jax", "torch")
+
+
 def _pool_context():
-    """forkserver where available (fork is unsafe once TF is loaded in the parent), else spawn."""
+    """The multiprocessing context of the workers.
+
+    ``fork`` when it is safe (this process runs a single thread and has no
+    threaded ML runtime loaded): workers start instantly with everything
+    imported.  Otherwise ``forkserver`` (``spawn`` where there is none): fork
+    is unsafe once TF has started its threads (``train`` calls prepare in a
+    TF process), so a clean server process imports the pipeline modules once
+    (~1.5 s, mostly note_seq, never TF) and forks the workers from that state.
+    """
+    import threading
+
     methods = multiprocessing.get_all_start_methods()
+    loaded = any(name in sys.modules for name in _FORK_UNSAFE_MODULES)
+    if "fork" in methods and not loaded and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
     if "forkserver" in methods:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["music_attr_vae.data.prepare", "music_attr_vae.data.sources"])
+        ctx.set_forkserver_preload(list(WORKER_MODULES))
         return ctx
     return multiprocessing.get_context("spawn")
+
+
+def _run_in_pool(chunks: Sequence, max_shift: int, serialize: bool, jobs: int) -> Iterator[Tuple[int, list]]:
+    """Yield ``(chunk index, results)`` as chunks finish, in any order.
+
+    The workers take chunks from the front of the list and this process takes
+    them from the back while it waits, so a slow pool start-up (forkserver)
+    costs no wall time.  A dying worker becomes a clear error instead of a hang.
+    """
+    from concurrent import futures
+    from concurrent.futures.process import BrokenProcessPool
+
+    front, back = 0, len(chunks)  # chunks[front:back] are unclaimed
+    in_flight: Dict[futures.Future, int] = {}
+    try:
+        with futures.ProcessPoolExecutor(max_workers=jobs, mp_context=_pool_context()) as pool:
+            while front < back or in_flight:
+                while front < back and len(in_flight) < 2 * jobs:
+                    in_flight[pool.submit(process_chunk, chunks[front], max_shift, serialize)] = front
+                    front += 1
+                done = [f for f in in_flight if f.done()]
+                if not done and front < back:
+                    back -= 1
+                    yield back, process_chunk(chunks[back], max_shift, serialize)
+                    continue
+                if not done:
+                    done, _ = futures.wait(in_flight, return_when=futures.FIRST_COMPLETED)
+                for future in done:
+                    yield in_flight.pop(future), future.result()
+    except BrokenProcessPool as err:
+        raise RuntimeError(
+            f"a prepare worker process died ({err}). When prepare() runs from a script, call it under "
+            "`if __name__ == '__main__':` (worker processes re-import the main module), or pass jobs=1"
+        ) from err
 
 
 def run_pipeline(
@@ -457,7 +518,7 @@ def run_pipeline(
     progress: bool = True,
     desc: str = "prepare",
 ) -> List[TuneResult]:
-    """Process every raw tune, in a worker pool when it pays off; results keep the input order."""
+    """Process every raw tune, with worker processes when it pays off; results keep the input order."""
     pairs = list(zip(raw_tunes, ids))
     if jobs is None:
         jobs = os.cpu_count() or 1
@@ -466,22 +527,27 @@ def run_pipeline(
         use_pool = jobs > 1 and len(pairs) > 1
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(pairs), desc=desc, unit="tune", file=sys.stderr, disable=not progress, leave=False)
-    results: List[TuneResult] = []
+    # The bar (and its monitor thread) is created once the workers exist, so a fork sees one thread.
+    bar = None
     try:
-        if not use_pool:
-            for chunk in _chunks(pairs, max(1, len(pairs) // 32)):
-                results.extend(process_chunk(chunk, max_shift, serialize))
-                bar.update(len(chunk))
-        else:
+        if use_pool:
             chunks = _chunks(pairs, jobs * 8)
-            with _pool_context().Pool(jobs) as pool:
-                for chunk_results in pool.imap(_process_chunk_star, [(c, max_shift, serialize) for c in chunks]):
-                    results.extend(chunk_results)
-                    bar.update(len(chunk_results))
+            by_chunk: Dict[int, List[TuneResult]] = {}
+            for index, chunk_results in _run_in_pool(chunks, max_shift, serialize, jobs):
+                by_chunk[index] = chunk_results
+                bar = bar or tqdm(total=len(pairs), desc=desc, unit="tune", file=sys.stderr, disable=not progress,
+                                  leave=False)
+                bar.update(len(chunk_results))
+            return [r for index in range(len(chunks)) for r in by_chunk[index]]
+        bar = tqdm(total=len(pairs), desc=desc, unit="tune", file=sys.stderr, disable=not progress, leave=False)
+        results: List[TuneResult] = []
+        for chunk in _chunks(pairs, max(1, len(pairs) // 32)):
+            results.extend(process_chunk(chunk, max_shift, serialize))
+            bar.update(len(chunk))
+        return results
     finally:
-        bar.close()
-    return results
+        if bar is not None:
+            bar.close()
 
 
 # ------------------------------------------------------------------ validation
@@ -548,16 +614,14 @@ def _check_output_dir(output_dir: str) -> str:
 # ------------------------------------------------------------------ summary and writing
 
 
-def _attribute_stats(blocks: List[np.ndarray]) -> Dict[str, Dict[str, float]]:
-    if not blocks:
+def _attribute_stats(summaries: List[np.ndarray], count: int) -> Dict[str, Dict[str, float]]:
+    """min / max / mean per attribute of a split, from the per-tune (min, max, sum) summaries."""
+    if not summaries or count == 0:
         return {}
-    values = np.concatenate(blocks).astype(np.float64)
+    stacked = np.stack(summaries).astype(np.float64)  # (tunes, 3, 4)
+    low, high, total = stacked[:, 0].min(0), stacked[:, 1].max(0), stacked[:, 2].sum(0)
     return {
-        name: {
-            "min": round(float(values[:, j].min()), 6),
-            "max": round(float(values[:, j].max()), 6),
-            "mean": round(float(values[:, j].mean()), 6),
-        }
+        name: {"min": round(float(low[j]), 6), "max": round(float(high[j]), 6), "mean": round(float(total[j] / count), 6)}
         for j, name in enumerate(attributes.ATTRIBUTE_NAMES)
     }
 
@@ -660,9 +724,9 @@ def _build_and_write(results, out, files, fractions, seed, num_shards, params) -
         entry = per_split[split_of[r.tune_id]]
         entry["tunes"] += 1
         entry["measures"] += r.n_measures
-        entry["examples"] += len(r.examples)
+        entry["examples"] += r.n_examples
         entry["records"].extend(r.records)
-        entry["attrs"].append(r.examples.attributes)
+        entry["attrs"].append(r.attribute_summary)
 
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=os.path.dirname(out))
     try:
@@ -675,7 +739,7 @@ def _build_and_write(results, out, files, fractions, seed, num_shards, params) -
                 "measures": entry["measures"],
                 "examples": entry["examples"],
                 "shards": shards,
-                "attributes": _attribute_stats(entry["attrs"]),
+                "attributes": _attribute_stats(entry["attrs"], entry["examples"]),
             }
             entry["records"] = None
         summary = {

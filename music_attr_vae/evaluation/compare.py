@@ -16,7 +16,7 @@ workdir first when it is missing and ``evaluate_missing`` is set) and renders:
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 

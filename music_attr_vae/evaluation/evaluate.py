@@ -4,13 +4,14 @@ Entry points: :func:`evaluate_workdir` (a training workdir, restored with
 ``training.load_model``) and :func:`evaluate_saved_model` (an exported
 SavedModel plus a prepared data dir).  Both wrap the model in a
 :class:`LatentModel` -- batched NumPy ``encode`` / ``decode`` /
-``teacher_forced_logits`` -- and call :func:`evaluate`, which only needs that
-interface, the test arrays and a :class:`ModelInfo`.
+teacher-forced statistics -- and call :func:`evaluate`, which only needs that
+interface, the test arrays and a :class:`ModelInfo`.  All metrics use the
+posterior means ``z_mean`` of the test measures (deterministic).
 
 ``DIR/eval/metrics.json`` (schema_version 1)::
 
     model:        {name, config, source ('workdir'|'saved_model'), path, z_dim,
-                   regularization: {attribute: {dim, gamma, delta, loss, target}}}
+                   regularization: {attribute: {dim, gamma, delta, loss, target, ...}}}
     data:         {data_dir, split: 'test', n_test}
     reconstruction: {token_accuracy_free_running (headline), token_accuracy_teacher_forced,
                    measure_accuracy_free_running, nll_per_token, kl_per_measure,
@@ -19,14 +20,15 @@ interface, the test arrays and a :class:`ModelInfo`.
                      regularised (bool), regularised_dim (int|null),
                      interpretability: {dim, r2, mutual_information: [D floats]},
                      probe_dim, probe_dim_source ('regularised'|'max_mi'),
-                     spearman, isotonic_r2, linear_r2   (attribute vs probe dim, encoded test set)
+                     spearman, spearman_signed, isotonic_r2, linear_r2
+                                                        (attribute vs probe dim, encoded test set)
                      mig, sap                           (over all dims)
-                     controllability: {dim, direction, steps: [S], n_traversals,
+                     controllability: {dim, direction (+1|-1), steps: [S], n_traversals,
                                        monotone_fraction, strictly_increasing_fraction,
                                        spearman, mean_change}}}
-    disentanglement: {modularity, mig_bins, mi_subsample, ...}
-    summary:      {reconstruction_accuracy, interpretability_mean, spearman_mean, mig_mean,
-                   sap_mean, modularity, regularised_attributes: [...]}
+    disentanglement: {modularity, mig_bins, mi_subsample, mi_estimator}
+    summary:      {reconstruction_accuracy, interpretability_mean, spearman_mean, isotonic_r2_mean,
+                   mig_mean, sap_mean, modularity, regularised_attributes: [...]}
     figures:      {latent_space, attribute_surfaces, traversals: file names in the eval dir}
     options:      the EvalOptions used;  timing_s: {stage: seconds, total};  created: ISO time
 
@@ -37,6 +39,13 @@ so unregularised models (Base) get comparable numbers.  ``spearman`` is signed
 for regularised dims (the loss makes the relation increasing) and taken in
 absolute value for max-MI dims, whose sign is arbitrary.  The ``*_mean``
 summaries average over all four attributes.
+
+Controllability traverses the probe dim from mean - 3 std to mean + 3 std of
+that dim over the test latents (the empirical spread, since a regularised dim
+is rarely N(0, 1)-shaped), for ``traversal_latents`` test latents with the
+other dims kept; ``direction`` orients it so the attribute should rise.  Cost
+is bounded by subsampling: the k-NN mutual information runs on at most
+``mi_max_points`` latents, Figure 1 shows at most ``scatter_max_points``.
 """
 
 from __future__ import annotations
@@ -373,7 +382,7 @@ def make_figures(model: LatentModel, info: ModelInfo, z: np.ndarray, attribute_v
                  options: EvalOptions) -> Tuple[dict, dict]:
     """Figures 1-3 as PNG (+ TensorBoard), and the arrays behind Figures 1-2 for ``compare``."""
     dims = plane_dims(info.regularised_dims(), info.z_dim)
-    label = f"{info.name} ({info.config_name})"
+    label = info.name if info.name == info.config_name else f"{info.name} ({info.config_name})"
     idx = metrics.subsample_indices(len(z), options.scatter_max_points, options.seed)
     plane = z[idx][:, dims]
     fig1 = figures.latent_scatter_figure(
@@ -459,6 +468,7 @@ def evaluate(model: LatentModel, info: ModelInfo, tokens: np.ndarray, attribute_
         nonlocal clock
         now = time.perf_counter()
         timing[stage] = round(now - clock, 3)
+        log.info("evaluate %s: %s took %.1f s", info.name, stage, timing[stage])
         clock = now
 
     z_mean, z_log_var = model.encode(tokens)
@@ -564,9 +574,9 @@ def evaluate_saved_model(saved_model: str, data_dir: str, *, output_dir: Optiona
                          name: Optional[str] = None, options: Optional[EvalOptions] = None) -> dict:
     """Evaluate an exported SavedModel on the test split of ``data_dir``.
 
-    Output goes to ``output_dir`` (default: the eval/ dir beside the SavedModel,
-    i.e. DIR/eval for DIR/saved_model), TensorBoard images to the sibling
-    tensorboard/eval.
+    Output goes to ``output_dir`` (TensorBoard images to ``output_dir``/tensorboard)
+    or by default beside the SavedModel: DIR/eval and DIR/tensorboard/eval for
+    DIR/saved_model, as for a workdir.
     """
     from music_attr_vae import export
 
@@ -589,11 +599,13 @@ def evaluate_saved_model(saved_model: str, data_dir: str, *, output_dir: Optiona
     )
     tokens, attribute_values = _load_test(os.path.abspath(data_dir))
     timing = {"load": round(time.perf_counter() - start, 3)}
-    output_dir = output_dir or os.path.join(parent, "eval")
+    if output_dir:  # a folder of its own: keep the TensorBoard images inside it
+        tensorboard_dir = os.path.join(output_dir, "tensorboard")
+    else:  # DIR/saved_model -> DIR/eval and DIR/tensorboard/eval, as for a workdir
+        output_dir = os.path.join(parent, "eval")
+        tensorboard_dir = os.path.join(parent, "tensorboard", "eval")
     return evaluate(latent_model, info, tokens, attribute_values, data_dir=os.path.abspath(data_dir),
-                    output_dir=output_dir,
-                    tensorboard_dir=os.path.join(os.path.dirname(os.path.abspath(output_dir)), "tensorboard", "eval"),
-                    options=options, timing=timing)
+                    output_dir=output_dir, tensorboard_dir=tensorboard_dir, options=options, timing=timing)
 
 
 # ---------------------------------------------------------------- files

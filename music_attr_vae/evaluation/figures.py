@@ -186,7 +186,7 @@ def traversal_figure(rows: List[dict], title: str) -> Figure:
             if s >= len(row["steps"]):
                 ax.set_axis_off()
                 continue
-            panel_title = f"z[{row['dim']}] = {row['steps'][s]:+.2f}\n{pretty(row['attribute'])} {row['values'][s]:.2f}"
+            panel_title = f"z[{row['dim']}] = {row['steps'][s]:+.3g}\n{pretty(row['attribute'])} {row['values'][s]:.2f}"
             render.draw_piano_roll(ax, np.asarray(row["tokens"][s : s + 1]), title=panel_title)
             ax.title.set_fontsize(8)
             # Short beat ticks instead of the renderer's long caption, which overlaps in a strip.

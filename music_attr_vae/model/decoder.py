@@ -53,6 +53,8 @@ class HierarchicalDecoder(keras.layers.Layer):
       num_layers: stacked GRU layers at each level.
       dropout: dropout on the tick inputs and between tick GRU layers (training only).
       mask_hold_at_start: forbid HOLD on tick 0 of the measure.
+      chains: independent recurrences the batch is cut into (see ``gru.GRU.run``).
+      unroll: unroll the teacher-forced recurrences (free running is always a 24-step unrolled loop).
     """
 
     def __init__(
@@ -63,6 +65,8 @@ class HierarchicalDecoder(keras.layers.Layer):
         num_layers: int = 2,
         dropout: float = 0.0,
         mask_hold_at_start: bool = True,
+        chains: int = 1,
+        unroll: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -73,11 +77,21 @@ class HierarchicalDecoder(keras.layers.Layer):
         self.dropout = float(dropout)
         self.mask_hold_at_start = bool(mask_hold_at_start)
         self.beat_init = keras.layers.Dense(hidden * num_layers, activation="tanh", name="beat_init")
-        self.beat_rnns = [GRU(hidden, name=f"beat_gru_{i}") for i in range(num_layers)]
+        # one attribute per layer (not a list): tf.train.Checkpoint tracks attributes, not Keras' lists
+        for i in range(num_layers):
+            setattr(self, f"beat_gru_{i}", GRU(hidden, chains=chains, unroll=unroll, name=f"beat_gru_{i}"))
+            setattr(self, f"tick_gru_{i}", GRU(hidden, chains=chains, unroll=unroll, name=f"tick_gru_{i}"))
         self.tick_init = keras.layers.Dense(hidden * num_layers, activation="tanh", name="tick_init")
         self.token_embedding = keras.layers.Embedding(VOCAB_SIZE + 1, embed_dim, name="prev_token_embedding")
-        self.tick_rnns = [GRU(hidden, name=f"tick_gru_{i}") for i in range(num_layers)]
         self.output_head = keras.layers.Dense(VOCAB_SIZE, name="token_logits")
+
+    @property
+    def beat_rnns(self):
+        return [getattr(self, f"beat_gru_{i}") for i in range(self.num_layers)]
+
+    @property
+    def tick_rnns(self):
+        return [getattr(self, f"tick_gru_{i}") for i in range(self.num_layers)]
 
     def build(self, input_shape=None):
         h = self.hidden

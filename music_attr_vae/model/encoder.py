@@ -58,6 +58,8 @@ class Encoder(keras.layers.Layer):
       hidden: units of each GRU direction.
       num_layers: stacked bidirectional GRUs.
       dropout: dropout rate on the embeddings and between GRU layers (training only).
+      chains: independent recurrences the batch is cut into (see ``gru.GRU.run``).
+      unroll: unroll the recurrences (see ``gru.py``).
     """
 
     def __init__(
@@ -67,6 +69,8 @@ class Encoder(keras.layers.Layer):
         hidden: int,
         num_layers: int = 2,
         dropout: float = 0.0,
+        chains: int = 1,
+        unroll: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -75,11 +79,20 @@ class Encoder(keras.layers.Layer):
         self.hidden = int(hidden)
         self.dropout = float(dropout)
         self.embedding = keras.layers.Embedding(VOCAB_SIZE, embed_dim, name="token_embedding")
-        self.rnns = [
-            BiGRU(hidden, return_sequences=i < num_layers - 1, name=f"bigru_{i}") for i in range(num_layers)
-        ]
+        self.num_layers = int(num_layers)
+        # one attribute per layer (not a list): tf.train.Checkpoint tracks attributes, not Keras' lists
+        for i in range(num_layers):
+            setattr(
+                self,
+                f"bigru_{i}",
+                BiGRU(hidden, return_sequences=i < num_layers - 1, chains=chains, unroll=unroll, name=f"bigru_{i}"),
+            )
         self.mean_head = keras.layers.Dense(z_dim, name="z_mean")
         self.log_var_head = keras.layers.Dense(z_dim, name="z_log_var")
+
+    @property
+    def rnns(self):
+        return [getattr(self, f"bigru_{i}") for i in range(self.num_layers)]
 
     def build(self, input_shape=None):
         self.embedding.build((None, TICKS_PER_MEASURE))

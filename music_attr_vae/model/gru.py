@@ -5,8 +5,10 @@ kernel at every step.  Here the input projection of a whole sequence is one
 large matrix product (``project``), done before the recurrence, so only the
 recurrent product ``h @ U`` stays inside the loop; when the input is a token
 embedding the projection is even a table lookup (``project`` the embedding
-matrix once, then gather).  The loops are unrolled in Python (the sequences
-are 4, 6 or 24 steps), which lets XLA fuse each step's gate arithmetic.
+matrix once, then gather).  The loops are unrolled in Python by default (the
+sequences are 4, 6 or 24 steps), which lets XLA fuse each step's gate
+arithmetic; ``unroll=False`` uses ``tf.scan`` instead, which compiles several
+times faster for ~20% slower steps (good for tests and tiny models).
 
 Gates follow Keras' ``reset_after=True`` convention (cuDNN-compatible):
 ``z = σ(x_z + h U_z + b_z)``, ``r = σ(x_r + h U_r + b_r)``,
@@ -35,9 +37,11 @@ def _gates(x_proj, h_proj, h):
 class GRU(keras.layers.Layer):
     """Single-direction GRU: ``project`` inputs, then ``run`` the recurrence (or ``step`` it)."""
 
-    def __init__(self, units: int, **kwargs):
+    def __init__(self, units: int, chains: int = 1, unroll: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.units = int(units)
+        self.chains = max(1, int(chains))
+        self.unroll = bool(unroll)
 
     def build(self, input_shape):
         in_dim = int(input_shape[-1])
@@ -57,9 +61,32 @@ class GRU(keras.layers.Layer):
         return _gates(x_proj_t, tf.matmul(h, self.recurrent_kernel) + self.bias[1], h)
 
     def run(self, x_proj, h0=None) -> Tuple[tf.Tensor, tf.Tensor]:
-        """Recurrence over a projected sequence (B, T, 3H) -> (outputs (B, T, H), last state)."""
+        """Recurrence over a projected sequence (B, T, 3H) -> (outputs (B, T, H), last state).
+
+        With ``chains > 1`` the batch is cut into that many independent
+        recurrences.  The arithmetic is the same, but XLA on CPU runs each
+        chain of small matrix products on one thread, so independent chains
+        are what lets a step use several cores.
+        """
+        if h0 is None:
+            h0 = tf.zeros([tf.shape(x_proj)[0], self.units], x_proj.dtype)
+        if self.chains == 1:
+            return self._run_chain(x_proj, h0)
+        n = tf.shape(x_proj)[0]
+        sizes = tf.stack([(n + self.chains - 1 - i) // self.chains for i in range(self.chains)])
+        parts = [
+            self._run_chain(x, h)
+            for x, h in zip(
+                tf.split(x_proj, sizes, axis=0, num=self.chains), tf.split(h0, sizes, axis=0, num=self.chains)
+            )
+        ]
+        return tf.concat([p[0] for p in parts], axis=0), tf.concat([p[1] for p in parts], axis=0)
+
+    def _run_chain(self, x_proj, h):
+        if not self.unroll:  # a loop op: ~20% slower steps, but compiles in a fraction of the time
+            states = tf.scan(lambda prev, x_t: self.step(x_t, prev), tf.transpose(x_proj, [1, 0, 2]), initializer=h)
+            return tf.transpose(states, [1, 0, 2]), states[-1]
         # unstack rather than slice per step: the gradient of 24 slices would be 24 padded copies
-        h = tf.zeros([tf.shape(x_proj)[0], self.units], x_proj.dtype) if h0 is None else h0
         outputs = []
         for x_t in tf.unstack(x_proj, axis=1):
             h = self.step(x_t, h)
@@ -82,12 +109,12 @@ class BiGRU(keras.layers.Layer):
     ``project`` (or looked up in a projected embedding table).
     """
 
-    def __init__(self, units: int, return_sequences: bool = False, **kwargs):
+    def __init__(self, units: int, return_sequences: bool = False, chains: int = 1, unroll: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.units = int(units)
         self.return_sequences = bool(return_sequences)
-        self.forward = GRU(units, name="forward")
-        self.backward = GRU(units, name="backward")
+        self.forward = GRU(units, chains=chains, unroll=unroll, name="forward")
+        self.backward = GRU(units, chains=chains, unroll=unroll, name="backward")
 
     def build(self, input_shape):
         self.forward.build(input_shape)

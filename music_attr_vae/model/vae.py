@@ -82,6 +82,8 @@ class MeasureVAE(keras.Model):
         dec_layers: int,
         dropout: float = 0.0,
         mask_hold_at_start: bool = True,
+        rnn_chains: int = 1,
+        unroll: bool = True,
         regularization: Optional[Mapping[str, Mapping]] = None,
         beta: float = 0.001,
         beta_anneal_steps: int = 0,
@@ -99,9 +101,10 @@ class MeasureVAE(keras.Model):
         self.seed = int(seed)
         self.eval_free_running = bool(eval_free_running)
         self.inject_nan_at_step = int(inject_nan_at_step)
-        self.encoder = Encoder(z_dim, embed_dim, enc_hidden, enc_layers, dropout, name="encoder")
+        self.encoder = Encoder(z_dim, embed_dim, enc_hidden, enc_layers, dropout, rnn_chains, unroll, name="encoder")
         self.decoder = HierarchicalDecoder(
-            z_dim, embed_dim, dec_hidden, dec_layers, dropout, mask_hold_at_start, name="decoder"
+            z_dim, embed_dim, dec_hidden, dec_layers, dropout, mask_hold_at_start, rnn_chains, unroll,
+            name="decoder",
         )
         self.attribute_reg = AttributeRegularization(regularization or {}, z_dim, ATTRIBUTE_NAMES, name="attribute_reg")
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -110,6 +113,11 @@ class MeasureVAE(keras.Model):
         self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
         self.free_accuracy_tracker = keras.metrics.Mean(name="free_accuracy")
         self._decode_fn = None
+        self._encode_fn = None
+        self._grad_fn = None
+        # Set by training under a multi-replica strategy: XLA-compile each replica's
+        # loss and gradients (the whole step cannot be one XLA cluster there).
+        self.jit_inner = False
 
     # ------------------------------------------------------------------ building
 
@@ -141,7 +149,16 @@ class MeasureVAE(keras.Model):
 
     def encode(self, tokens):
         """tokens int (B, 24) -> (z_mean, z_log_var) float32 (B, D)."""
-        return self.encoder(tf.cast(tokens, tf.int32), training=False)
+        tokens = tf.cast(tokens, tf.int32)
+        if tf.executing_eagerly():
+            if self._encode_fn is None:
+                self._encode_fn = tf.function(
+                    lambda t: self.encoder(t, training=False),
+                    input_signature=[tf.TensorSpec([None, TICKS_PER_MEASURE], tf.int32)],
+                    autograph=False,
+                )
+            return self._encode_fn(tokens)
+        return self.encoder(tokens, training=False)
 
     def decode(self, z, temperature=0.0, seed=None):
         """Free-running decode of z (B, D) -> tokens int32 (B, 24).
@@ -214,11 +231,8 @@ class MeasureVAE(keras.Model):
         logs.update(extra)
         return logs
 
-    def train_step(self, data):
-        tokens, attributes = data
-        tokens = tf.cast(tokens, tf.int32)
-        attributes = tf.cast(attributes, tf.float32)
-        step = self.optimizer.iterations
+    def _loss_and_grads(self, tokens, attributes, step):
+        """Forward pass, objective and gradients of one (replica) batch."""
         with tf.GradientTape() as tape:
             z_mean, z_log_var = self.encoder(tokens, training=True, seed=self._step_seed(step, 1))
             eps = tf.random.stateless_normal(tf.shape(z_mean), seed=self._step_seed(step, 3))
@@ -227,8 +241,22 @@ class MeasureVAE(keras.Model):
             if self.inject_nan_at_step > 0:  # fault injection for tests: poison one step's loss
                 poisoned = tf.equal(step + 1, self.inject_nan_at_step)
                 loss = tf.where(poisoned, tf.constant(float("nan")), loss)
+            # Keras sums replica gradients: scale so the update is the global-batch mean's gradient
             scaled = loss / float(_num_replicas())
         grads = tape.gradient(scaled, self.trainable_variables)
+        return grads, (loss, recon, kl, beta, accuracy)
+
+    def train_step(self, data):
+        tokens, attributes = data
+        tokens = tf.cast(tokens, tf.int32)
+        attributes = tf.cast(attributes, tf.float32)
+        step = tf.convert_to_tensor(self.optimizer.iterations)
+        compute = self._loss_and_grads
+        if self.jit_inner:
+            if self._grad_fn is None:
+                self._grad_fn = tf.function(self._loss_and_grads, jit_compile=True, autograph=False)
+            compute = self._grad_fn
+        grads, (loss, recon, kl, beta, accuracy) = compute(tokens, attributes, step)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
         self._update_trackers(loss, recon, kl, accuracy)
         lr = tf.cast(self.optimizer.learning_rate, tf.float32)
@@ -250,6 +278,21 @@ class MeasureVAE(keras.Model):
         return self._log_values({})
 
 
+def resolve_rnn_chains(value: int) -> int:
+    """``model.rnn_chains``; 0 means: 1 on a GPU, else one per CPU core (at most 4).
+
+    Splitting the batch into independent recurrences changes no number, only
+    how much of the step XLA can spread over CPU cores (``gru.GRU.run``).
+    """
+    if value > 0:
+        return int(value)
+    if tf.config.list_physical_devices("GPU"):
+        return 1
+    import os
+
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
 def model_kwargs(config) -> dict:
     """MeasureVAE constructor arguments from a (validated) config."""
     m, t = config.model, config.train
@@ -263,6 +306,8 @@ def model_kwargs(config) -> dict:
         dec_layers=m.dec_layers,
         dropout=m.get("dropout", 0.0),
         mask_hold_at_start=m.get("mask_hold_at_start", True),
+        rnn_chains=resolve_rnn_chains(m.get("rnn_chains", 0)),
+        unroll=m.get("unroll", True),
         regularization={k: dict(v) for k, v in (reg.items() if reg is not None else [])},
         beta=t.beta,
         beta_anneal_steps=t.get("beta_anneal_steps", 0),

@@ -1,18 +1,31 @@
 """Exercise every signature of an exported SavedModel using TensorFlow and NumPy only.
 
-Run as ``python savedmodel_client.py SAVED_MODEL_DIR`` from a directory where
-``music_attr_vae`` is not importable; prints one JSON document with what every
+Run as ``python savedmodel_client.py SAVED_MODEL_DIR``; importing
+``music_attr_vae`` is blocked here (even when it is installed), so this is what
+a client with no training code sees.  Prints one JSON document with what every
 call returned (and the errors of the bad calls) for test_export.py to check.
-This is what a client with no training code sees.
 """
 
 from __future__ import annotations
 
+import importlib.abc
 import json
 import sys
 
-import numpy as np
-import tensorflow as tf
+
+class _NoPackage(importlib.abc.MetaPathFinder):
+    """Make ``import music_attr_vae`` fail here even when it is pip-installed."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "music_attr_vae" or name.startswith("music_attr_vae."):
+            raise ImportError(f"{name} must not be needed to use the SavedModel")
+        return None
+
+
+sys.meta_path.insert(0, _NoPackage())
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 
 def _np(x):

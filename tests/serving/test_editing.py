@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from music_attr_vae import editing, export, render
-from music_attr_vae.data import abc_reader, measures
+from music_attr_vae.data import abc_reader
 from serving_helpers import canonical, notes_in_beats, read_abc_tokens
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]

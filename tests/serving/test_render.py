@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fractions
 
+import music21
 import note_seq
 import numpy as np
 import pytest
@@ -64,10 +65,9 @@ def music21_notes(score):
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(token_measures())
-def test_abc_reads_back_in_music21(tokens):
-    music21 = pytest.importorskip("music21")
-    abc = render.tokens_to_abc(tokens, title="random measures")
+@given(token_measures(), st.sampled_from(["C", "G", "D", "A", "F", "Bb", "Eb", "C#", "Cb", "auto"]))
+def test_abc_reads_back_in_music21(tokens, key):
+    abc = render.tokens_to_abc(tokens, title="random measures", key=key)
     score = music21.converter.parse(abc, format="abc")
     assert music21_notes(score) == notes_in_beats(measures.tokens_to_sequence(tokens))
     total = fractions.Fraction(score.flatten().highestTime).limit_denominator(48)
@@ -75,9 +75,9 @@ def test_abc_reads_back_in_music21(tokens):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(token_measures())
-def test_abc_reads_back_with_project_reader(tokens):
-    result, got = read_back_with_reader(render.tokens_to_abc(tokens))
+@given(token_measures(), st.sampled_from(["C", "D", "Bb", "F#", "Ab", "auto"]))
+def test_abc_reads_back_with_project_reader(tokens, key):
+    result, got = read_back_with_reader(render.tokens_to_abc(tokens, key=key))
     expected = canonical(tokens)
     audible = [m for m in range(len(expected)) if (expected[m] < measures.NUM_PITCHES).any()]
     assert result.measure_indices.tolist() == audible

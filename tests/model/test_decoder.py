@@ -1,0 +1,122 @@
+"""The GRU building blocks and the hierarchical decoder: shapes, the previous-token shift, masking, sampling."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from music_attr_vae.data import measures
+from music_attr_vae.model.decoder import MASKED_LOGIT, START, HierarchicalDecoder
+from music_attr_vae.model.gru import GRU, BiGRU
+
+B, D = 5, 6
+
+
+@pytest.fixture(scope="module")
+def real_tokens(prepared_small):
+    from music_attr_vae.data import loader
+
+    return loader.load_arrays(str(prepared_small), "validation")["tokens"][:B]
+
+
+def _decoder(**kwargs) -> HierarchicalDecoder:
+    keras.utils.set_random_seed(3)
+    args = dict(z_dim=D, embed_dim=4, hidden=12, num_layers=2)
+    args.update(kwargs)
+    decoder = HierarchicalDecoder(**args)
+    decoder.build()
+    return decoder
+
+
+@pytest.mark.parametrize("chains, unroll", [(1, True), (2, True), (3, False)])
+def test_gru_matches_keras_gru(chains, unroll):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(7, 24, 5)).astype(np.float32)
+    h0 = rng.normal(size=(7, 9)).astype(np.float32)
+    reference = keras.layers.GRU(9, return_sequences=True, reset_after=True)
+    reference.build(x.shape)
+    reference.cell.bias.assign(rng.normal(size=(2, 27)).astype(np.float32))  # non-zero input and recurrent biases
+    ours = GRU(9, chains=chains, unroll=unroll)
+    ours.build(x.shape)
+    ours.set_weights(reference.get_weights())  # same layout: kernel, recurrent kernel, (input, recurrent) bias
+    expected = reference(x, initial_state=[h0]).numpy()
+    np.testing.assert_allclose(ours(x, initial_state=h0).numpy(), expected, atol=1e-5)
+
+
+def test_bigru_matches_keras_bidirectional():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(4, 24, 5)).astype(np.float32)
+    for return_sequences in (True, False):
+        reference = keras.layers.Bidirectional(keras.layers.GRU(6, return_sequences=return_sequences))
+        reference.build(x.shape)
+        ours = BiGRU(6, return_sequences=return_sequences)
+        ours.build(x.shape)
+        ours.forward.set_weights(reference.forward_layer.get_weights())
+        ours.backward.set_weights(reference.backward_layer.get_weights())
+        np.testing.assert_allclose(ours(x).numpy(), reference(x).numpy(), atol=1e-5)
+
+
+def test_shapes_and_dtypes_of_both_modes(real_tokens):
+    decoder = _decoder()
+    z = tf.random.normal([B, D], seed=1)
+    logits = decoder.teacher_forced(z, real_tokens)
+    assert logits.shape == (B, measures.TICKS_PER_MEASURE, measures.VOCAB_SIZE) and logits.dtype == tf.float32
+    tokens, free_logits = decoder.free_running(z)
+    assert tokens.shape == (B, measures.TICKS_PER_MEASURE) and tokens.dtype == tf.int32
+    assert free_logits.shape == logits.shape
+    assert decoder.token_embedding.input_dim == START + 1  # the START id has its own embedding row
+
+
+def test_previous_token_shift_runs_over_the_whole_measure(real_tokens):
+    """Logits at tick t depend on tokens < t only, across beat boundaries too."""
+    decoder = _decoder()
+    z = tf.random.normal([B, D], seed=2)
+    base = decoder.teacher_forced(z, real_tokens).numpy()
+    for t in (0, 5, 6, 17, 23):  # 5 and 17 end a beat: the next beat's tick 0 must see them
+        changed = real_tokens.copy()
+        changed[:, t] = (changed[:, t] + 7) % 30
+        logits = decoder.teacher_forced(z, changed).numpy()
+        np.testing.assert_allclose(logits[:, : t + 1], base[:, : t + 1], atol=1e-6)
+        if t < 23:
+            assert np.abs(logits[:, t + 1] - base[:, t + 1]).max() > 1e-4
+
+
+def test_free_running_is_teacher_forcing_on_its_own_output():
+    decoder = _decoder()
+    z = tf.random.normal([B, D], seed=3)
+    for temperature, seed in ((0.0, 0), (1.5, 11)):
+        tokens, free_logits = decoder.free_running(z, temperature, seed)
+        forced = decoder.teacher_forced(z, tokens)
+        np.testing.assert_allclose(forced.numpy(), free_logits.numpy(), atol=1e-4)
+        if temperature == 0.0:
+            np.testing.assert_array_equal(np.argmax(forced.numpy(), -1), tokens.numpy())
+
+
+def test_hold_is_masked_on_tick_zero_only(real_tokens):
+    decoder = _decoder()
+    z = tf.random.normal([64, D], seed=4) * 3.0
+    logits = decoder.teacher_forced(z, np.tile(real_tokens, (13, 1))[:64]).numpy()
+    assert np.all(logits[:, 0, measures.HOLD] == MASKED_LOGIT)
+    assert np.all(logits[:, 1:, measures.HOLD] > MASKED_LOGIT / 2)
+    # a hot sampler never starts a measure with HOLD, but does emit HOLD elsewhere
+    tokens = decoder.free_running(z, temperature=5.0, seed=7)[0].numpy()
+    assert not np.any(tokens[:, 0] == measures.HOLD)
+    assert np.any(tokens[:, 1:] == measures.HOLD)
+    # without the grammar mask the same sampler does start measures with HOLD
+    unmasked = _decoder(mask_hold_at_start=False)
+    free = unmasked.free_running(z, temperature=5.0, seed=7)[0].numpy()
+    assert np.any(free[:, 0] == measures.HOLD)
+
+
+def test_sampling_is_reproducible_per_seed():
+    decoder = _decoder()
+    z = tf.random.normal([32, D], seed=5)
+    a = decoder.free_running(z, 1.0, 3)[0].numpy()
+    b = decoder.free_running(z, 1.0, 3)[0].numpy()
+    c = decoder.free_running(z, 1.0, 4)[0].numpy()
+    np.testing.assert_array_equal(a, b)
+    assert np.any(a != c)
+    greedy = decoder.free_running(z, 0.0, 3)[0].numpy()
+    np.testing.assert_array_equal(greedy, decoder.free_running(z, 0.0, 99)[0].numpy())

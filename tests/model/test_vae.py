@@ -1,0 +1,93 @@
+"""MeasureVAE: the inference API, the objective's parts, and one training step."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from music_attr_vae.configs_loader import load_config
+from music_attr_vae.data import measures
+from music_attr_vae.model.vae import MeasureVAE, build_model, kl_divergence
+
+
+@pytest.fixture(scope="module")
+def batch(prepared_small):
+    from music_attr_vae.data import loader
+
+    arrays = loader.load_arrays(str(prepared_small), "train")
+    return arrays["tokens"][:32], arrays["attributes"][:32]
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(0)
+    return build_model(load_config("quick"))
+
+
+def test_inference_api_shapes_and_dtypes(model, batch):
+    tokens, _ = batch
+    z_mean, z_log_var = model.encode(tokens)  # NumPy int32 in
+    assert z_mean.shape == z_log_var.shape == (32, 8) and z_mean.dtype == tf.float32
+    decoded = model.decode(z_mean)
+    assert decoded.shape == (32, 24) and decoded.dtype == tf.int32
+    assert measures.check_tokens(decoded.numpy()).shape == (32, 24)
+    logits = model.teacher_forced_logits(z_mean, tokens)
+    assert logits.shape == (32, 24, measures.VOCAB_SIZE)
+    # the same calls work inside a caller's tf.function with tensor temperature and seed (the export path)
+    traced = tf.function(lambda z, t, s: model.decode(z, temperature=t, seed=s))
+    np.testing.assert_array_equal(traced(z_mean, tf.constant(0.0), tf.constant(1)).numpy(), decoded.numpy())
+    sampled = model.decode(z_mean, temperature=1.0, seed=5).numpy()
+    np.testing.assert_array_equal(traced(z_mean, tf.constant(1.0), tf.constant(5)).numpy(), sampled)
+
+
+def test_kl_matches_the_closed_form():
+    mean = np.array([[0.5, -1.0]], np.float32)
+    log_var = np.array([[0.0, np.log(4.0)]], np.float32)
+    # KL(N(m, s^2) || N(0,1)) = 0.5 * (s^2 + m^2 - 1 - log s^2), summed over dims
+    expected = 0.5 * (1 + 0.25 - 1 - 0) + 0.5 * (4 + 1 - 1 - np.log(4.0))
+    assert float(kl_divergence(mean, log_var)[0]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_beta_and_gamma_ramps():
+    config = load_config("quick", {"train.beta": 0.01, "train.beta_anneal_steps": 100, "train.gamma_ramp_steps": 10})
+    vae = build_model(config)
+    assert float(vae.beta_at(0)) == 0.0
+    assert float(vae.beta_at(50)) == pytest.approx(0.005)
+    assert float(vae.beta_at(1000)) == pytest.approx(0.01)
+    assert float(vae.gamma_ramp_at(5)) == pytest.approx(0.5)
+    fixed = build_model(load_config("quick", {"train.beta": 0.01}))
+    assert float(fixed.beta_at(0)) == pytest.approx(0.01)
+
+
+def test_objective_is_recon_plus_beta_kl_plus_reg(model, batch):
+    tokens, attributes = batch
+    z_mean, z_log_var = model.encode(tokens)
+    loss, recon, kl, beta, accuracy = model._objective(
+        tf.constant(tokens), tf.constant(attributes), z_mean, z_log_var, z_mean, 0, False
+    )
+    logits = model.teacher_forced_logits(z_mean, tokens).numpy()
+    log_probs = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
+    manual_recon = -np.take_along_axis(log_probs, tokens[..., None], -1).mean()
+    assert float(recon) == pytest.approx(manual_recon, rel=1e-4)
+    reg, _ = model.attribute_reg(z_mean, tf.constant(attributes))
+    assert float(loss) == pytest.approx(float(recon) + float(beta) * float(kl) + float(reg), rel=1e-5)
+    assert float(accuracy) == pytest.approx((np.argmax(logits, -1) == tokens).mean())
+
+
+def test_a_few_training_steps_lower_the_loss_and_report_every_metric(batch):
+    keras.utils.set_random_seed(0)
+    vae = build_model(load_config("quick"))
+    vae.compile(optimizer=keras.optimizers.Adam(3e-3))
+    tokens, attributes = batch
+    one_batch = tf.data.Dataset.from_tensors((tokens, attributes))
+    before = vae.evaluate(one_batch, verbose=0, return_dict=True)
+    history = vae.fit(one_batch.repeat(30), epochs=1, verbose=0, shuffle=False).history
+    assert set(history) >= {
+        "loss", "recon_loss", "kl", "accuracy", "beta", "learning_rate", "reg_rhythmic_complexity", "reg_pitch_range"
+    }
+    after = vae.evaluate(one_batch, verbose=0, return_dict=True)
+    assert set(after) >= {"loss", "recon_loss", "kl", "accuracy", "free_accuracy", "reg_pitch_range"}
+    assert after["loss"] < before["loss"] and after["recon_loss"] < before["recon_loss"]
+    assert isinstance(vae, MeasureVAE)
