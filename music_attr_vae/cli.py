@@ -37,7 +37,14 @@ def main(argv=None) -> int:
         print(f"music-attr-vae: unknown subcommand {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(f"music_attr_vae.commands.{name}")
-    from absl import app
+    from absl import app, flags
+
+    if any(arg in ("-h", "--help", "-help", "--helpshort") for arg in argv[2:]):
+        # absl's --help lists only __main__'s key flags; show the subcommand's own.
+        doc = (module.__doc__ or "").strip()
+        print(f"usage: music-attr-vae {name} [--flags]\n\n{doc}\n\nflags:")
+        print(flags.FLAGS.module_help(module))
+        return 0
 
     app.run(module.main, argv=[f"music-attr-vae {name}"] + argv[2:])
     return 0

@@ -138,6 +138,18 @@ class MeasureVAE(keras.Model):
             self.build()
         return self
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Skip Keras' symbolic build once the weights and the optimizer exist.
+
+        Under a strategy, Keras pulls one batch, averages it across replicas and
+        traces the model symbolically to build compiled losses and metrics.
+        This model has none, builds its weights eagerly (``build``), and that
+        averaging fails under MultiWorkerMirroredStrategy, so it is skipped.
+        """
+        if self.built and self.optimizer is not None and self.optimizer.built:
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     @property
     def metrics(self):
         trackers = [self.loss_tracker, self.recon_tracker, self.kl_tracker, self.accuracy_tracker]
