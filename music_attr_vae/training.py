@@ -546,6 +546,7 @@ def train(
     """
     configs_loader.validate_config(config)
     strat = make_strategy(strategy) if isinstance(strategy, str) else strategy
+    strategy_name = strategy if isinstance(strategy, str) else type(strategy).__name__
     workdir = _prepare_workdir(workdir)
     is_chief, task_id = _worker_role(strat)
     multi = _multi_worker(strat)
@@ -565,7 +566,7 @@ def train(
     if is_chief:
         _write_config(
             workdir, config, data_dir,
-            {"source": source or config.data.source or "folk_rnn", "strategy": type(strat).__name__, "replicas": replicas},
+            {"source": source or config.data.source or "folk_rnn", "strategy": strategy_name, "replicas": replicas},
         )
 
     with strat.scope():

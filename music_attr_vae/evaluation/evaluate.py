@@ -289,7 +289,8 @@ def reconstruction_metrics(model: LatentModel, tokens: np.ndarray, z_mean: np.nd
 def latent_metrics(z: np.ndarray, attribute_values: np.ndarray, regularised: Dict[str, int],
                    options: EvalOptions) -> Tuple[Dict[str, dict], dict]:
     """Per-attribute interpretability / monotonicity / MIG / SAP, and Modularity over all attributes."""
-    mig = metrics.mig(z, attribute_values, options.num_bins)
+    binned_mi = metrics.discrete_mutual_information(z, attribute_values, options.num_bins)  # shared by MIG, Modularity
+    mig = metrics.mig(z, attribute_values, options.num_bins, mutual_information=binned_mi)
     sap = metrics.sap(z, attribute_values)
     per_attribute = {}
     for k, name in enumerate(attrs.ATTRIBUTE_NAMES):
@@ -312,7 +313,7 @@ def latent_metrics(z: np.ndarray, attribute_values: np.ndarray, regularised: Dic
             "sap": float(sap[k]),
         }
     disentanglement = {
-        "modularity": metrics.modularity(z, attribute_values, options.num_bins),
+        "modularity": metrics.modularity(z, attribute_values, options.num_bins, mutual_information=binned_mi),
         "mig_bins": options.num_bins,
         "mi_subsample": int(min(len(z), options.mi_max_points)),
         "mi_estimator": "sklearn mutual_info_regression (KSG, k=3), random_state=seed",

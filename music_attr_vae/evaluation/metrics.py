@@ -233,13 +233,14 @@ def discrete_mutual_information(z, a, num_bins: int = DEFAULT_NUM_BINS) -> np.nd
     return mi
 
 
-def mig(z, a, num_bins: int = DEFAULT_NUM_BINS) -> np.ndarray:
+def mig(z, a, num_bins: int = DEFAULT_NUM_BINS, mutual_information: Optional[np.ndarray] = None) -> np.ndarray:
     """Mutual information gap per attribute: (K,) in [0, 1].
 
     For each attribute, (MI of the best dim - MI of the second best) / H(attribute),
-    on histogram-binned values.  0 for a constant attribute.
+    on histogram-binned values.  0 for a constant attribute.  A precomputed
+    :func:`discrete_mutual_information` matrix (same bins) may be passed to save its cost.
     """
-    mi = discrete_mutual_information(z, a, num_bins)
+    mi = discrete_mutual_information(z, a, num_bins) if mutual_information is None else mutual_information
     codes = discretize(a, num_bins)
     out = np.zeros(mi.shape[1])
     if mi.shape[0] < 2:
@@ -252,15 +253,15 @@ def mig(z, a, num_bins: int = DEFAULT_NUM_BINS) -> np.ndarray:
     return out
 
 
-def modularity(z, a, num_bins: int = DEFAULT_NUM_BINS) -> float:
+def modularity(z, a, num_bins: int = DEFAULT_NUM_BINS, mutual_information: Optional[np.ndarray] = None) -> float:
     """Ridgeway & Zemel (2018) modularity in [0, 1], averaged over latent dims.
 
     For dim i with MI profile m_i over the K attributes, the template keeps only
     its largest entry theta_i; modularity_i = 1 - sum_k (m_ik - t_ik)^2 / (theta_i^2 (K-1)).
     Dims that share no information with any attribute (theta_i = 0) carry no
-    evidence either way and are left out of the average.
+    evidence either way and are left out of the average.  ``mutual_information`` as in :func:`mig`.
     """
-    mi = discrete_mutual_information(z, a, num_bins)
+    mi = discrete_mutual_information(z, a, num_bins) if mutual_information is None else mutual_information
     k = mi.shape[1]
     if k < 2:
         raise ValueError("modularity needs at least 2 attributes")
@@ -279,11 +280,20 @@ def modularity(z, a, num_bins: int = DEFAULT_NUM_BINS) -> float:
 
 
 def sap_scores(z, a) -> np.ndarray:
-    """R^2 of a linear regression of each attribute on each single latent dim: (D, K)."""
+    """R^2 of a linear regression of each attribute on each single latent dim: (D, K).
+
+    All pairs at once as squared Pearson correlations (see :func:`linear_r2`);
+    a constant dim or attribute scores 0.
+    """
     z = _as_latents(z)
     a = _as_attributes(a)
     _check_lengths(z, a)
-    return np.array([[linear_r2(z[:, i], a[:, k]) for k in range(a.shape[1])] for i in range(z.shape[1])])
+    zc, ac = z - z.mean(axis=0), a - a.mean(axis=0)
+    zn, an = np.sqrt((zc**2).sum(axis=0)), np.sqrt((ac**2).sum(axis=0))
+    cov = zc.T @ ac
+    denom = np.outer(zn, an)
+    r2 = np.divide(cov**2, denom**2, out=np.zeros_like(cov), where=denom > 0)
+    return np.clip(r2, 0.0, 1.0)
 
 
 def sap(z, a) -> np.ndarray:

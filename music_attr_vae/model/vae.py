@@ -241,6 +241,9 @@ class MeasureVAE(keras.Model):
     def _log_values(self, extra: Dict[str, tf.Tensor]):
         logs = {m.name: m.result() for m in self.metrics}
         logs.update(extra)
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras reduces multi-worker step outputs with a MEAN over axis 0, which needs rank >= 1
+            logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
         return logs
 
     def _loss_and_grads(self, tokens, attributes, step):

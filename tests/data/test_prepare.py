@@ -286,15 +286,18 @@ def _cli(*args):
 
 def test_cli_prints_counts_and_names_bad_flags(small_abc_dir, tmp_path):
     out = tmp_path / "cli"
-    done = _cli(f"--source={small_abc_dir}", f"--output_dir={out}", "--max_shift=1", "--noprogress", "--jobs=1")
+    # --jobs=2 in a process without TF: forked workers (pytest has TF loaded, so its pools use a forkserver).
+    done = _cli(f"--source={small_abc_dir}", f"--output_dir={out}", "--max_shift=1", "--noprogress", "--jobs=2")
     assert done.returncode == 0, done.stderr
     summary = loader.load_summary(str(out))
+    prepare.prepare(str(small_abc_dir), str(tmp_path / "inproc"), max_shift=1, jobs=1, progress=False)
+    for shard in summary["splits"]["train"]["shards"]:
+        assert (out / shard).read_bytes() == (tmp_path / "inproc" / shard).read_bytes()
     for split in prepare.SPLITS:
         s = summary["splits"][split]
         assert re.search(rf"^{split}\s+{s['tunes']}\s+{s['measures']}\s+{s['examples']}$", done.stdout, re.M)
     assert "dropped measures:" in done.stdout and "not_4_4=" in done.stdout
 
-    # --jobs=1: no worker server is started for these quick failures.
     bad_source = _cli(f"--source={tmp_path / 'nowhere.abc'}", f"--output_dir={tmp_path / 'x'}", "--jobs=1")
     assert bad_source.returncode != 0
     assert "--source" in bad_source.stderr and "nowhere.abc" in bad_source.stderr

@@ -159,3 +159,14 @@ def test_bad_shapes_are_rejected_with_clear_errors(rng):
         metrics.interpretability(rng.normal(size=(10, 3)), rng.normal(size=9))
     with pytest.raises(ValueError, match=r"shape \(N, D\)"):
         metrics.mig(rng.normal(size=10), rng.normal(size=10))
+
+
+def test_sap_scores_match_single_dim_regressions(rng):
+    z = rng.normal(size=(500, 5))
+    z[:, 3] = 1.0  # a constant dim explains nothing
+    a = np.column_stack([z[:, 0] + rng.normal(size=500), rng.normal(size=500)])
+    scores = metrics.sap_scores(z, a)
+    for i in range(5):
+        for k in range(2):
+            assert scores[i, k] == pytest.approx(metrics.linear_r2(z[:, i], a[:, k]), abs=1e-12)
+    assert np.all(scores[3] == 0.0)
