@@ -16,6 +16,7 @@ Field reference:
 ``model.mask_hold_at_start``     forbid HOLD on tick 0 (the data never starts a measure with HOLD).
 ``model.rnn_chains``             independent recurrences per GRU (0 = auto: 1 on GPU, 1 per CPU core).
 ``model.unroll``                 unroll the GRU loops (fastest steps) or use tf.scan (fastest compilation).
+``model.matmul_dtype``           'float32' or 'bfloat16' operands for the GRU products (AMX/AVX512-BF16 CPUs).
 ``regularization.<attribute>``   {dim, gamma, delta, loss: l1|mse, target: sign|distance, scale}
                                  (see music_attr_vae/model/regularization.py); empty = plain VAE.
 ``train.batch_size``             global batch (split across replicas).
@@ -71,12 +72,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.mask_hold_at_start = True
     config.model.rnn_chains = 0
     config.model.unroll = True
+    config.model.matmul_dtype = "float32"
 
     config.regularization = ml_collections.ConfigDict()
 
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 256
-    config.train.epochs = 20
+    config.train.epochs = 12
     config.train.steps_per_epoch = 0
     config.train.learning_rate = 1e-3
     config.train.lr_schedule = "cosine"

@@ -133,6 +133,7 @@ _RULES: Dict[str, tuple] = {
     "model.mask_hold_at_start": _bool,
     "model.rnn_chains": _non_negative_int,
     "model.unroll": _bool,
+    "model.matmul_dtype": (lambda v: v in ("float32", "bfloat16"), "'float32' or 'bfloat16'"),
     "train.batch_size": _positive_int,
     "train.epochs": _positive_int,
     "train.steps_per_epoch": _non_negative_int,

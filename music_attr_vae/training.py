@@ -38,7 +38,6 @@ latest.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -53,7 +52,7 @@ import numpy as np
 import tensorflow as tf
 
 from music_attr_vae import configs_loader
-from music_attr_vae.data import attributes as attrs
+from music_attr_vae import training_callbacks as cb
 from music_attr_vae.model.vae import MeasureVAE, build_model
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
@@ -65,7 +64,6 @@ SAVED_MODEL_DIR = "saved_model"
 _ARCHITECTURE_SECTIONS = ("model", "regularization")
 # Extra top-level keys of config.json that are not config fields.
 _RUN_KEYS = ("data_dir", "run")
-IMAGE_MEASURES = 2000
 
 
 class NonFiniteLossError(RuntimeError):
@@ -316,183 +314,6 @@ def build_optimizer(config, total_steps: int) -> keras.optimizers.Optimizer:
     return keras.optimizers.Adam(**kwargs)
 
 
-# ---------------------------------------------------------------- callbacks
-
-
-@dataclasses.dataclass
-class _Position:
-    """Where the run is: the epoch, the batches of it already done, the global step."""
-
-    epoch: int
-    done_in_epoch: int
-    steps_per_epoch: int
-    start_step: int
-
-
-class _NanGuard(keras.callbacks.Callback):
-    """Stops training at the first non-finite loss and remembers where."""
-
-    def __init__(self):
-        super().__init__()
-        self.bad: Optional[Tuple[int, float]] = None
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(loss):
-            self.bad = (int(self.model.optimizer.iterations.numpy()), float(loss))
-            self.model.stop_training = True
-
-
-class _StepCheckpoint(keras.callbacks.Callback):
-    """Saves a checkpoint every N global steps (never after a non-finite loss)."""
-
-    def __init__(self, save, every: int, nan_guard: _NanGuard):
-        super().__init__()
-        self.save, self.every, self.nan_guard = save, every, nan_guard
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.every and self.nan_guard.bad is None:
-            step = int(self.model.optimizer.iterations.numpy())
-            if step % self.every == 0:
-                self.save(batch + 1)
-
-
-class _TimeBudget(keras.callbacks.Callback):
-    """Stops training once ``seconds`` of training have passed (0 = never)."""
-
-    def __init__(self, seconds: float, already: float = 0.0):
-        super().__init__()
-        self.seconds, self.already = seconds, already
-        self.exhausted = False
-        self._start: Optional[float] = None
-
-    def on_train_begin(self, logs=None):
-        self._start = time.perf_counter()
-
-    def on_train_end(self, logs=None):
-        self.already = self.used()
-        self._start = None
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.seconds and self.used() >= self.seconds:
-            self.exhausted = True
-            self.model.stop_training = True
-
-    def used(self) -> float:
-        """Seconds spent inside ``fit`` so far, over every run of this workdir."""
-        return self.already + (time.perf_counter() - self._start if self._start is not None else 0.0)
-
-
-class _ScalarLogger(keras.callbacks.Callback):
-    """Training scalars to TensorBoard every ``every`` steps (running means of the epoch)."""
-
-    def __init__(self, writer, every: int, batch_size: int):
-        super().__init__()
-        self.writer, self.every, self.batch_size = writer, every, batch_size
-        self._last = None
-
-    def on_train_begin(self, logs=None):
-        self._last = (time.perf_counter(), int(self.model.optimizer.iterations.numpy()))
-
-    def on_train_batch_end(self, batch, logs=None):
-        step = int(self.model.optimizer.iterations.numpy())
-        if self.writer is None or step % self.every:
-            return
-        now = time.perf_counter()
-        rate = (step - self._last[1]) * self.batch_size / max(now - self._last[0], 1e-9)
-        self._last = (now, step)
-        with self.writer.as_default(step=step):
-            for key, value in (logs or {}).items():
-                tf.summary.scalar(key, value)
-            tf.summary.scalar("examples_per_second", rate)
-
-
-class _ProgressBar(keras.callbacks.Callback):
-    """A tqdm bar per epoch showing loss, token accuracy and examples/s."""
-
-    def __init__(self, position: _Position, epochs: int, batch_size: int, enabled: bool):
-        super().__init__()
-        self.position, self.epochs, self.batch_size, self.enabled = position, epochs, batch_size, enabled
-        self.bar = None
-
-    def on_train_begin(self, logs=None):
-        if not self.enabled:
-            return
-        from tqdm import tqdm
-
-        p = self.position
-        self.bar = tqdm(
-            total=p.steps_per_epoch,
-            initial=p.done_in_epoch,
-            desc=f"epoch {p.epoch + 1}/{self.epochs}",
-            unit="step",
-            file=sys.stderr,
-            mininterval=1.0,
-            dynamic_ncols=True,
-        )
-        self._t0, self._n = time.perf_counter(), 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.bar is None:
-            return
-        self._n += 1
-        rate = self._n * self.batch_size / max(time.perf_counter() - self._t0, 1e-9)
-        logs = logs or {}
-        self.bar.set_postfix(
-            loss=f"{logs.get('loss', float('nan')):.4f}",
-            acc=f"{logs.get('accuracy', float('nan')):.4f}",
-            ex_s=f"{rate:.0f}",
-            refresh=False,
-        )
-        self.bar.update(1)
-
-    def on_train_end(self, logs=None):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-# ---------------------------------------------------------------- epoch image
-
-
-def latent_figure_png(z: np.ndarray, attribute_values: np.ndarray, dims: Dict[str, int], title: str) -> np.ndarray:
-    """A PNG (H, W, 4 uint8) of test latents: per attribute, its dim vs a neighbour dim, coloured by the attribute."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = dims or {name: i for i, name in enumerate(attrs.ATTRIBUTE_NAMES[:2])}
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), squeeze=False)
-    for ax, (name, dim) in zip(axes[0], panels.items()):
-        other = (dim + 1) % z.shape[1]
-        points = ax.scatter(
-            z[:, dim], z[:, other], c=attribute_values[:, attrs.attribute_index(name)], s=4, cmap="viridis"
-        )
-        ax.set_xlabel(f"z[{dim}]")
-        ax.set_ylabel(f"z[{other}]")
-        ax.set_title(name.replace("_", " "))
-        fig.colorbar(points, ax=ax)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.canvas.draw()
-    image = np.asarray(fig.canvas.buffer_rgba()).copy()
-    plt.close(fig)
-    return image
-
-
-def _write_latent_image(model: MeasureVAE, config, tokens: Optional[np.ndarray], writer, step: int, epoch: int):
-    if tokens is None or writer is None:
-        return
-    tokens = tokens[:IMAGE_MEASURES]
-    z = np.concatenate([model.encode(tokens[i : i + 512])[0].numpy() for i in range(0, len(tokens), 512)])
-    dims = {name: int(spec["dim"]) for name, spec in (config.regularization or {}).items()}
-    label = "regularised dims" if dims else "dims 0-1 (not regularised)"
-    image = latent_figure_png(z, attrs.compute_all(tokens), dims, f"{config.name}: test latents, {label}, epoch {epoch}")
-    with writer.as_default(step=step):
-        tf.summary.image("test_latents", image[None], step=step)
-
-
 # ---------------------------------------------------------------- the run
 
 
@@ -532,6 +353,182 @@ def _plain_copy(model: MeasureVAE, config, strategy) -> MeasureVAE:
     return plain
 
 
+class _Trainer:
+    """One invocation of ``train``: the model, its checkpoint state and the epoch loop."""
+
+    def __init__(self, config, workdir: str, data_dir: str, strategy, strategy_name: str, *,
+                 is_chief: bool, scratch: Optional[str], progress: bool):
+        self.config, self.workdir, self.data_dir = config, workdir, data_dir
+        self.strategy, self.is_chief, self.scratch, self.progress = strategy, is_chief, scratch, progress
+        self.multi = _multi_worker(strategy)
+        replicas = strategy.num_replicas_in_sync
+        self.steps_per_epoch, self.total_steps = _total_steps(data_dir, config, replicas)
+        if is_chief:
+            _write_config(workdir, config, data_dir, {
+                "source": config.data.source, "strategy": strategy_name,
+                "strategy_class": type(strategy).__name__, "replicas": replicas,
+            })
+        with strategy.scope():
+            self.model = build_model(config)
+            self.optimizer = build_optimizer(config, self.total_steps)
+            self.optimizer.build(self.model.trainable_variables)
+            # One replica: XLA-compile the whole step.  Several: only each replica's
+            # loss and gradients (the all-reduce cannot live inside an XLA cluster).
+            self.model.jit_inner = config.train.jit_compile and replicas > 1
+            self.model.compile(optimizer=self.optimizer, jit_compile=config.train.jit_compile and replicas == 1)
+        self.epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.done_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch")
+        self.seconds_var = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_seconds")
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.model, optimizer=self.optimizer, epoch=self.epoch_var, step_in_epoch=self.done_var,
+            train_seconds=self.seconds_var,
+        )
+        self.chief_ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
+        # every worker saves (tf.distribute needs it); the others into scratch folders
+        ckpt_dir = self.chief_ckpt_dir if is_chief else os.path.join(scratch, CHECKPOINT_DIR)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, ckpt_dir, max_to_keep=config.train.keep_checkpoints)
+        self.writers = {}
+        if is_chief:
+            self.writers = {
+                split: tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", split))
+                for split in ("train", "validation")
+            }
+        self.val_ds, self.val_batches = _validation_dataset(data_dir, config, self.multi)
+        self.ref_tokens = _reference_tokens(data_dir) if is_chief else None
+        self.budget = cb.TimeBudget(config.train.max_minutes * 60.0)
+        self.val_logs: Dict[str, float] = {}
+        self.steps_run, self.fit_seconds = 0, 0.0
+
+    @property
+    def step(self) -> int:
+        return int(self.optimizer.iterations.numpy())
+
+    def event(self, name: str, **fields) -> None:
+        if self.is_chief:
+            _log_event(self.workdir, name, **fields)
+
+    def restore(self) -> Optional[str]:
+        """Restore the chief's latest checkpoint, if any; returns its path."""
+        latest = tf.train.latest_checkpoint(self.chief_ckpt_dir)
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+        self.budget.already = float(self.seconds_var.numpy())
+        epoch, done = int(self.epoch_var.numpy()), int(self.done_var.numpy())
+        self.event("resume" if latest else "start", step=self.step, epoch=epoch, step_in_epoch=done,
+                   checkpoint=latest, steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps)
+        if self.is_chief:
+            c = self.config
+            _say(f"resuming from step {self.step} (epoch {epoch + 1}, batch {done})" if latest else
+                 f"training {c.name}: {c.train.epochs} epochs x {self.steps_per_epoch} steps of {c.train.batch_size}")
+        return latest
+
+    def save(self, epoch: int, done_in_epoch: int) -> None:
+        self.epoch_var.assign(epoch)
+        self.done_var.assign(done_in_epoch)
+        self.seconds_var.assign(self.budget.used())
+        self.manager.save(checkpoint_number=self.step)
+
+    def run_epoch(self, epoch: int, done: int) -> int:
+        """Train the rest of epoch ``epoch`` (from batch ``done``); returns the batches of it now done."""
+        c = self.config
+        remaining = self.steps_per_epoch - done
+        if remaining <= 0:
+            return done
+        nan_guard = cb.NanGuard()
+        callbacks = [
+            nan_guard,
+            cb.StepCheckpoint(lambda n: self.save(epoch, done + n), c.train.checkpoint_every_steps, nan_guard),
+            self.budget,
+            cb.ScalarLogger(self.writers.get("train"), c.train.log_every_steps, c.train.batch_size),
+            cb.ProgressBar(epoch, c.train.epochs, done, self.steps_per_epoch, c.train.batch_size,
+                           self.progress and self.is_chief),
+        ]
+        before, t0 = self.step, time.perf_counter()
+        self.model.fit(
+            _epoch_dataset(self.data_dir, c, epoch, done, self.multi), epochs=1, steps_per_epoch=remaining,
+            verbose=0, callbacks=callbacks, shuffle=False,
+        )
+        self.steps_run += self.step - before
+        self.fit_seconds += time.perf_counter() - t0
+        if nan_guard.bad is not None:
+            self._fail(epoch, *nan_guard.bad)
+        return done + self.step - before
+
+    def _fail(self, epoch: int, step: int, loss: float) -> None:
+        last = self.manager.latest_checkpoint if self.is_chief else tf.train.latest_checkpoint(self.chief_ckpt_dir)
+        self.event("non_finite_loss", step=step, loss=str(loss), last_checkpoint=last)
+        raise NonFiniteLossError(
+            f"training stopped: the loss became {loss} at step {step} (epoch {epoch + 1}); "
+            f"the last good checkpoint is kept: {last or 'none (no checkpoint was written yet)'}. "
+            "Lower --config.train.learning_rate or set --config.train.clipnorm."
+        )
+
+    def end_epoch(self, epoch: int) -> None:
+        """Validation, the epoch checkpoint, TensorBoard and the latent image after epoch ``epoch`` (0-based)."""
+        if self.val_ds is not None:
+            self.val_logs = {
+                k: float(v)
+                for k, v in self.model.evaluate(self.val_ds, steps=self.val_batches, verbose=0, return_dict=True).items()
+            }
+        self.save(epoch + 1, 0)
+        if not self.is_chief:
+            return
+        with self.writers["validation"].as_default(step=self.step):
+            for key, value in self.val_logs.items():
+                tf.summary.scalar(key, value)
+        cb.write_latent_image(self.model, self.config, self.ref_tokens, self.writers["validation"], self.step, epoch + 1)
+        self.event("epoch", epoch=epoch + 1, step=self.step, validation=self.val_logs)
+        _say(f"epoch {epoch + 1}/{self.config.train.epochs} step {self.step}: "
+             + ", ".join(f"val_{k}={v:.4f}" for k, v in self.val_logs.items()))
+
+    def loop(self) -> str:
+        """Train to the last epoch or the time budget; returns 'completed' or 'time_budget'."""
+        epoch, done = int(self.epoch_var.numpy()), int(self.done_var.numpy())
+        while epoch < self.config.train.epochs:
+            if self.budget.exhausted:
+                self.event("time_budget", step=self.step, epoch=epoch)
+                if self.is_chief:
+                    _say(f"time budget of {self.config.train.max_minutes} min used up at step {self.step}")
+                return "time_budget"
+            before = done
+            done = self.run_epoch(epoch, done)
+            if done < self.steps_per_epoch:  # stopped early by the budget: keep the exact position
+                if done == before and not self.budget.exhausted:
+                    raise RuntimeError(f"the training data of {self.data_dir} ran out before the end of epoch {epoch + 1}")
+                self.save(epoch, done)
+                continue
+            self.end_epoch(epoch)
+            epoch, done = epoch + 1, 0
+        return "completed"
+
+    def finish(self, stopped: str, resumed_from: Optional[str]) -> dict:
+        for writer in self.writers.values():
+            writer.flush()
+        saved_model = None
+        if self.is_chief:
+            from music_attr_vae import export
+
+            saved_model = export.export_saved_model(
+                _plain_copy(self.model, self.config, self.strategy), self.config,
+                os.path.join(self.workdir, SAVED_MODEL_DIR), reference_tokens=self.ref_tokens,
+            )
+            self.event("export", step=self.step, saved_model=saved_model)
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+        return {
+            "workdir": self.workdir,
+            "data_dir": self.data_dir,
+            "steps": self.step,
+            "epochs_done": int(self.epoch_var.numpy()),
+            "resumed_from_step": None if resumed_from is None else int(resumed_from.rsplit("-", 1)[1]),
+            "stopped": stopped,
+            "train_seconds": float(self.budget.used()),
+            "examples_per_second": self.steps_run * self.config.train.batch_size / max(self.fit_seconds, 1e-9),
+            "validation": dict(self.val_logs),
+            "saved_model": saved_model,
+        }
+
+
 def train(
     config, workdir: str, source: Optional[str] = None, strategy: str = "auto", *,
     progress: bool = True, cache_dir: Optional[str] = None,
@@ -547,154 +544,28 @@ def train(
     configs_loader.validate_config(config)
     strat = make_strategy(strategy) if isinstance(strategy, str) else strategy
     strategy_name = strategy if isinstance(strategy, str) else type(strategy).__name__
+    if _multi_worker(strat) and config.train.max_minutes:
+        raise ValueError("config.train.max_minutes cannot be used with --strategy=multi_worker: "
+                         "the workers' clocks would stop them at different steps")
     workdir = _prepare_workdir(workdir)
     is_chief, task_id = _worker_role(strat)
-    multi = _multi_worker(strat)
     scratch = None if is_chief else os.path.join(workdir, f".worker-{task_id}")
     if scratch:
         os.makedirs(scratch, exist_ok=True)
     if is_chief:
         _check_resume_compatible(workdir, config)
     keras.utils.set_random_seed(config.train.seed)
-
+    source = source or config.data.source or "folk_rnn"
     data_dir, _ = resolve_data(
         config, workdir, source, scratch=os.path.join(scratch, "data") if scratch else None,
         progress=progress and is_chief, cache_dir=cache_dir,
     )
-    replicas = strat.num_replicas_in_sync
-    steps_per_epoch, total_steps = _total_steps(data_dir, config, replicas)
-    if is_chief:
-        _write_config(
-            workdir, config, data_dir,
-            {"source": source or config.data.source or "folk_rnn", "strategy": strategy_name, "replicas": replicas},
-        )
-
-    with strat.scope():
-        model = build_model(config)
-        optimizer = build_optimizer(config, total_steps)
-        optimizer.build(model.trainable_variables)
-        whole_step_jit = config.train.jit_compile and replicas == 1
-        model.jit_inner = config.train.jit_compile and replicas > 1
-        model.compile(optimizer=optimizer, jit_compile=whole_step_jit)
-    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    done_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch")
-    seconds_var = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_seconds")
-    checkpoint = tf.train.Checkpoint(
-        model=model, optimizer=optimizer, epoch=epoch_var, step_in_epoch=done_var, train_seconds=seconds_var
-    )
-    chief_ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
-    ckpt_dir = chief_ckpt_dir if is_chief else os.path.join(scratch, CHECKPOINT_DIR)
-    manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=config.train.keep_checkpoints)
-    latest = tf.train.latest_checkpoint(chief_ckpt_dir)
-    if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
-    start_step = int(optimizer.iterations.numpy())
-    epoch, done = int(epoch_var.numpy()), int(done_var.numpy())
-    if is_chief:
-        _log_event(workdir, "resume" if latest else "start", step=start_step, epoch=epoch, step_in_epoch=done,
-                   checkpoint=latest, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
-        _say(("resuming from step %d (epoch %d, batch %d)" % (start_step, epoch + 1, done)) if latest
-             else f"training {config.name}: {config.train.epochs} epochs x {steps_per_epoch} steps of {config.train.batch_size}")
-
-    writers = {}
-    if is_chief:
-        writers = {
-            split: tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", split))
-            for split in ("train", "validation")
-        }
-
-    def save(done_in_epoch: int, epoch_now: int) -> None:
-        epoch_var.assign(epoch_now)
-        done_var.assign(done_in_epoch)
-        seconds_var.assign(budget.used())
-        manager.save(checkpoint_number=int(optimizer.iterations.numpy()))
-
-    val_ds, val_batches = _validation_dataset(data_dir, config, multi)
-    ref_tokens = _reference_tokens(data_dir) if is_chief else None
-    budget = _TimeBudget(config.train.max_minutes * 60.0, already=float(seconds_var.numpy()))
-    stopped = "completed"
-    val_logs: Dict[str, float] = {}
-    steps_run, fit_seconds = 0, 0.0
-    while epoch < config.train.epochs:
-        remaining = steps_per_epoch - done
-        position = _Position(epoch, done, steps_per_epoch, int(optimizer.iterations.numpy()))
-        nan_guard = _NanGuard()
-        callbacks = [
-            nan_guard,
-            _StepCheckpoint(lambda n, d=done, e=epoch: save(d + n, e), config.train.checkpoint_every_steps, nan_guard),
-            budget,
-            _ScalarLogger(writers.get("train"), config.train.log_every_steps, config.train.batch_size),
-            _ProgressBar(position, config.train.epochs, config.train.batch_size, progress and is_chief),
-        ]
-        if remaining > 0:
-            before, t0 = int(optimizer.iterations.numpy()), time.perf_counter()
-            model.fit(
-                _epoch_dataset(data_dir, config, epoch, done, multi),
-                epochs=1, steps_per_epoch=remaining, verbose=0, callbacks=callbacks, shuffle=False,
-            )
-            steps_run += int(optimizer.iterations.numpy()) - before
-            fit_seconds += time.perf_counter() - t0
-        if nan_guard.bad is not None:
-            step, loss = nan_guard.bad
-            last = manager.latest_checkpoint if is_chief else tf.train.latest_checkpoint(chief_ckpt_dir)
-            if is_chief:
-                _log_event(workdir, "non_finite_loss", step=step, loss=str(loss), last_checkpoint=last)
-            raise NonFiniteLossError(
-                f"training stopped: the loss became {loss} at step {step} (epoch {epoch + 1}); "
-                f"the last good checkpoint is kept: {last or 'none (no checkpoint was written yet)'}. "
-                "Lower --config.train.learning_rate or set --config.train.clipnorm."
-            )
-        done_now = int(optimizer.iterations.numpy()) - position.start_step + done
-        if budget.exhausted and done_now < steps_per_epoch:
-            save(done_now, epoch)
-            stopped = "time_budget"
-            if is_chief:
-                _log_event(workdir, "time_budget", step=int(optimizer.iterations.numpy()), epoch=epoch)
-                _say(f"time budget of {config.train.max_minutes} min used up at step {int(optimizer.iterations.numpy())}")
-            break
-        epoch, done = epoch + 1, 0
-        step = int(optimizer.iterations.numpy())
-        if val_ds is not None:
-            val_logs = model.evaluate(val_ds, steps=val_batches, verbose=0, return_dict=True)
-            if is_chief:
-                with writers["validation"].as_default(step=step):
-                    for key, value in val_logs.items():
-                        tf.summary.scalar(key, value)
-        save(0, epoch)
-        if is_chief:
-            _write_latent_image(model, config, ref_tokens, writers.get("validation"), step, epoch)
-            _log_event(workdir, "epoch", epoch=epoch, step=step, validation={k: float(v) for k, v in val_logs.items()})
-            _say(f"epoch {epoch}/{config.train.epochs} step {step}: " +
-                 ", ".join(f"val_{k}={float(v):.4f}" for k, v in val_logs.items()))
-        if budget.exhausted:
-            stopped = "time_budget"
-            break
-    for writer in writers.values():
-        writer.flush()
-
-    saved_model = None
-    if is_chief:
-        from music_attr_vae import export
-
-        saved_model = export.export_saved_model(
-            _plain_copy(model, config, strat), config, os.path.join(workdir, SAVED_MODEL_DIR),
-            reference_tokens=ref_tokens,
-        )
-        _log_event(workdir, "export", step=int(optimizer.iterations.numpy()), saved_model=saved_model)
-    if scratch:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return {
-        "workdir": workdir,
-        "data_dir": data_dir,
-        "steps": int(optimizer.iterations.numpy()),
-        "epochs_done": epoch,
-        "resumed_from_step": start_step if latest else None,
-        "stopped": stopped,
-        "train_seconds": float(budget.used()),
-        "examples_per_second": steps_run * config.train.batch_size / max(fit_seconds, 1e-9),
-        "validation": {k: float(v) for k, v in val_logs.items()},
-        "saved_model": saved_model,
-    }
+    config = configs_loader.from_dict(configs_loader.to_dict(config))  # a private copy we may annotate
+    config.data.source = source
+    trainer = _Trainer(config, workdir, data_dir, strat, strategy_name, is_chief=is_chief, scratch=scratch,
+                       progress=progress)
+    resumed_from = trainer.restore()
+    return trainer.finish(trainer.loop(), resumed_from)
 
 
 # ---------------------------------------------------------------- loading

@@ -14,8 +14,9 @@ Teacher forcing (training, ``teacher_forced``): the previous tokens are known,
 so the tick GRU runs the 4 beats *in parallel* as a batch of ``B*4``
 sequences of 6 steps.  Free running (inference, ``free_running``): a 24-step
 loop over the GRU cells, greedy (``temperature == 0``) or sampled with
-``tf.random.stateless_categorical`` from an explicit seed, so a given
-(z, temperature, seed) always gives the same measure.
+Gumbel-max noise hashed from an explicit seed (``counter_uniform``), so a
+given (z, temperature, seed) gives the same measure eagerly, under XLA and in
+a SavedModel.
 
 **Masking.**  Nothing is padded: every measure is exactly 24 tokens and every
 position is scored.  The decoder applies one *grammar mask* (when
@@ -55,6 +56,7 @@ class HierarchicalDecoder(keras.layers.Layer):
       mask_hold_at_start: forbid HOLD on tick 0 of the measure.
       chains: independent recurrences the batch is cut into (see ``gru.GRU.run``).
       unroll: unroll the teacher-forced recurrences (free running is always a 24-step unrolled loop).
+      matmul_dtype: operand type of the GRU products, 'float32' or 'bfloat16' (see ``gru.matmul``).
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class HierarchicalDecoder(keras.layers.Layer):
         mask_hold_at_start: bool = True,
         chains: int = 1,
         unroll: bool = True,
+        matmul_dtype: str = "float32",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -79,8 +82,9 @@ class HierarchicalDecoder(keras.layers.Layer):
         self.beat_init = keras.layers.Dense(hidden * num_layers, activation="tanh", name="beat_init")
         # one attribute per layer (not a list): tf.train.Checkpoint tracks attributes, not Keras' lists
         for i in range(num_layers):
-            setattr(self, f"beat_gru_{i}", GRU(hidden, chains=chains, unroll=unroll, name=f"beat_gru_{i}"))
-            setattr(self, f"tick_gru_{i}", GRU(hidden, chains=chains, unroll=unroll, name=f"tick_gru_{i}"))
+            for level in ("beat", "tick"):
+                gru = GRU(hidden, chains=chains, unroll=unroll, matmul_dtype=matmul_dtype, name=f"{level}_gru_{i}")
+                setattr(self, f"{level}_gru_{i}", gru)
         self.tick_init = keras.layers.Dense(hidden * num_layers, activation="tanh", name="tick_init")
         self.token_embedding = keras.layers.Embedding(VOCAB_SIZE + 1, embed_dim, name="prev_token_embedding")
         self.output_head = keras.layers.Dense(VOCAB_SIZE, name="token_logits")
@@ -173,8 +177,8 @@ class HierarchicalDecoder(keras.layers.Layer):
         """Decode z (B, D) feeding back its own tokens; returns (tokens int32 (B, 24), logits (B, 24, V)).
 
         ``temperature`` (float scalar, may be a tensor): 0 picks the argmax;
-        > 0 samples from softmax(logits / temperature) with the stateless seed
-        ``(seed, tick)``.
+        > 0 samples from softmax(logits / temperature) with noise keyed by
+        ``(seed, tick, row)``.
         """
         temperature = tf.cast(temperature, tf.float32)
         seed = tf.cast(seed, tf.int32)
@@ -183,6 +187,7 @@ class HierarchicalDecoder(keras.layers.Layer):
         table = self._token_table()
         _, beat_kernel = self._split_tick_kernel()
         hold_at_start = self._start_mask()[0][None]
+        recurrent = [rnn.recurrent_operand() for rnn in self.tick_rnns]
         prev = tf.fill([batch], START)
         out_tokens, out_logits = [], []
         for b in range(BEATS_PER_MEASURE):
@@ -193,21 +198,50 @@ class HierarchicalDecoder(keras.layers.Layer):
                 tick = b * TICKS_PER_BEAT + t
                 x_proj = lookup(table, prev) + beat_proj
                 for i, rnn in enumerate(self.tick_rnns):
-                    states[i] = rnn.step(x_proj, states[i])
+                    states[i] = rnn.step(x_proj, states[i], recurrent[i])
                     if i + 1 < self.num_layers:
                         x_proj = self.tick_rnns[i + 1].project(states[i])
                 logits = self.output_head(states[-1])
                 if self.mask_hold_at_start and tick == 0:
                     logits = tf.where(hold_at_start, MASKED_LOGIT, logits)
-                prev = _choose(logits, temperature, tf.stack([seed, tf.constant(tick, tf.int32)]))
+                prev = _choose(logits, temperature, seed, tick)
                 out_tokens.append(prev)
                 out_logits.append(logits)
         return tf.stack(out_tokens, axis=1), tf.stack(out_logits, axis=1)
 
 
-def _choose(logits, temperature, seed):
-    """Argmax when temperature <= 0, else a stateless categorical sample at that temperature."""
-    greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    scaled = logits / tf.maximum(temperature, 1e-6)
-    sampled = tf.random.stateless_categorical(scaled, 1, seed=seed, dtype=tf.int32)[:, 0]
-    return tf.where(temperature > 0.0, sampled, greedy)
+def _hash32(x):
+    """A 32-bit integer mixer (the "lowbias32" constants); identical under XLA and TF kernels."""
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
+    x = x * tf.constant(0x7FEB352D, tf.uint32)
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(15, tf.uint32)))
+    x = x * tf.constant(0x846CA68B, tf.uint32)
+    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
+
+
+def counter_uniform(shape, seed, tick):
+    """Uniforms in (0, 1), a pure function of (seed, tick, position).
+
+    TF's stateless random ops draw different numbers under XLA than in plain
+    graphs, so a sample would depend on whether the decoder was compiled;
+    this counter-based hash does not, which keeps ``decode(z, T, seed)`` the
+    same eagerly, in a SavedModel and under ``jit_compile``.
+    """
+    count = tf.reshape(tf.range(tf.reduce_prod(shape), dtype=tf.int32), shape)
+    key = _hash32(tf.bitwise.bitwise_xor(tf.cast(seed, tf.uint32), _hash32(tf.cast(tick, tf.uint32) + 0x9E3779B9)))
+    bits = _hash32(tf.bitwise.bitwise_xor(tf.cast(count, tf.uint32) * tf.constant(0x9E3779B1, tf.uint32), key))
+    return (tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32) + 0.5) / float(1 << 24)
+
+
+def _choose(logits, temperature, seed, tick: int):
+    """Argmax when temperature <= 0, else a sample from softmax(logits / temperature).
+
+    Sampling is the Gumbel-max trick on ``counter_uniform`` noise; a
+    ``tf.cond``, so greedy decoding does not pay for it.
+    """
+
+    def sample():
+        gumbel = -tf.math.log(-tf.math.log(counter_uniform(tf.shape(logits), seed, tick)))
+        return tf.argmax(logits / tf.maximum(temperature, 1e-6) + gumbel, axis=-1, output_type=tf.int32)
+
+    return tf.cond(temperature > 0.0, sample, lambda: tf.argmax(logits, axis=-1, output_type=tf.int32))

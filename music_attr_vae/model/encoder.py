@@ -60,6 +60,7 @@ class Encoder(keras.layers.Layer):
       dropout: dropout rate on the embeddings and between GRU layers (training only).
       chains: independent recurrences the batch is cut into (see ``gru.GRU.run``).
       unroll: unroll the recurrences (see ``gru.py``).
+      matmul_dtype: operand type of the GRU products, 'float32' or 'bfloat16' (see ``gru.matmul``).
     """
 
     def __init__(
@@ -71,6 +72,7 @@ class Encoder(keras.layers.Layer):
         dropout: float = 0.0,
         chains: int = 1,
         unroll: bool = True,
+        matmul_dtype: str = "float32",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -85,7 +87,10 @@ class Encoder(keras.layers.Layer):
             setattr(
                 self,
                 f"bigru_{i}",
-                BiGRU(hidden, return_sequences=i < num_layers - 1, chains=chains, unroll=unroll, name=f"bigru_{i}"),
+                BiGRU(
+                    hidden, return_sequences=i < num_layers - 1, chains=chains, unroll=unroll,
+                    matmul_dtype=matmul_dtype, name=f"bigru_{i}",
+                ),
             )
         self.mean_head = keras.layers.Dense(z_dim, name="z_mean")
         self.log_var_head = keras.layers.Dense(z_dim, name="z_log_var")

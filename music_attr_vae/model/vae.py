@@ -84,6 +84,7 @@ class MeasureVAE(keras.Model):
         mask_hold_at_start: bool = True,
         rnn_chains: int = 1,
         unroll: bool = True,
+        matmul_dtype: str = "float32",
         regularization: Optional[Mapping[str, Mapping]] = None,
         beta: float = 0.001,
         beta_anneal_steps: int = 0,
@@ -101,9 +102,12 @@ class MeasureVAE(keras.Model):
         self.seed = int(seed)
         self.eval_free_running = bool(eval_free_running)
         self.inject_nan_at_step = int(inject_nan_at_step)
-        self.encoder = Encoder(z_dim, embed_dim, enc_hidden, enc_layers, dropout, rnn_chains, unroll, name="encoder")
+        self.matmul_dtype = matmul_dtype
+        self.encoder = Encoder(
+            z_dim, embed_dim, enc_hidden, enc_layers, dropout, rnn_chains, unroll, matmul_dtype, name="encoder"
+        )
         self.decoder = HierarchicalDecoder(
-            z_dim, embed_dim, dec_hidden, dec_layers, dropout, mask_hold_at_start, rnn_chains, unroll,
+            z_dim, embed_dim, dec_hidden, dec_layers, dropout, mask_hold_at_start, rnn_chains, unroll, matmul_dtype,
             name="decoder",
         )
         self.attribute_reg = AttributeRegularization(regularization or {}, z_dim, ATTRIBUTE_NAMES, name="attribute_reg")
@@ -194,6 +198,9 @@ class MeasureVAE(keras.Model):
                         tf.TensorSpec([], tf.int32),
                     ],
                     autograph=False,
+                    # XLA fuses the 24-step loop's small ops; with bfloat16 products oneDNN's
+                    # graph kernels are faster than XLA's on CPU (see gru.matmul)
+                    jit_compile=self.matmul_dtype == "float32",
                 )
             return self._decode_fn(z, temperature, seed)
         return self._decode_tokens(z, temperature, seed)
@@ -323,6 +330,7 @@ def model_kwargs(config) -> dict:
         mask_hold_at_start=m.get("mask_hold_at_start", True),
         rnn_chains=resolve_rnn_chains(m.get("rnn_chains", 0)),
         unroll=m.get("unroll", True),
+        matmul_dtype=m.get("matmul_dtype", "float32"),
         regularization={k: dict(v) for k, v in (reg.items() if reg is not None else [])},
         beta=t.beta,
         beta_anneal_steps=t.get("beta_anneal_steps", 0),

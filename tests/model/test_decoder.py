@@ -120,3 +120,18 @@ def test_sampling_is_reproducible_per_seed():
     assert np.any(a != c)
     greedy = decoder.free_running(z, 0.0, 3)[0].numpy()
     np.testing.assert_array_equal(greedy, decoder.free_running(z, 0.0, 99)[0].numpy())
+
+
+def test_sampler_follows_the_softmax_and_is_the_same_under_xla():
+    from music_attr_vae.model.decoder import _choose, counter_uniform
+
+    probs = np.array([0.6, 0.25, 0.1, 0.05], np.float32)
+    logits = tf.constant(np.tile(np.log(probs), (40000, 1)))
+    drawn = _choose(logits, tf.constant(1.0), tf.constant(5), 3).numpy()
+    np.testing.assert_allclose(np.bincount(drawn, minlength=4) / len(drawn), probs, atol=0.01)
+    hot = _choose(logits, tf.constant(4.0), tf.constant(5), 3).numpy()  # a higher temperature flattens it
+    assert np.bincount(hot, minlength=4)[3] / len(hot) > 0.15
+    eager = counter_uniform(tf.constant([64, 32]), tf.constant(9), 4).numpy()
+    compiled = tf.function(lambda s: counter_uniform(tf.constant([64, 32]), s, 4), jit_compile=True)(tf.constant(9))
+    np.testing.assert_array_equal(eager, compiled.numpy())
+    assert 0.0 < eager.min() and eager.max() < 1.0 and abs(eager.mean() - 0.5) < 0.03

@@ -1,0 +1,129 @@
+"""Training and inference throughput of the MeasureVAE (small and paper sizes).
+
+Usage::
+
+    python bench/bench_train.py                       # small (rhy_pr) and paper, 20 timed steps each
+    python bench/bench_train.py --configs=rhy_pr --steps=40 --override=model.rnn_chains=1
+    python bench/bench_train.py --data_dir=PREPARED   # real measures instead of random ones
+
+For each config it prints: parameters, compile time (first steps), training
+examples/s over ``--steps`` steps of ``train.batch_size`` after warm-up (the
+full train step: forward, backward, Adam; the input pipeline is an in-memory
+dataset so it is not measured), the process CPU time per step, and free-running
+decoding throughput (measures/s in batches of 256, greedy).  The load average
+is printed before and after: other processes on the machine slow the wall
+clock, while the CPU seconds per step are less affected.
+
+Reference (issue 3): the PyTorch original trains at ~146 ex/s (paper size) and
+~865 ex/s (small) on 2 threads, and decodes ~1,200 / ~5,000 measures/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+
+def _parse_overrides(items):
+    out = {}
+    for item in items or []:
+        key, _, value = item.partition("=")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def _measures(data_dir, n, seed=0):
+    """(tokens, attributes): real training measures, or random valid ones."""
+    from music_attr_vae.data import attributes, measures
+
+    if data_dir:
+        from music_attr_vae.data import loader
+
+        arrays = loader.load_arrays(data_dir, "train")
+        pick = np.random.default_rng(seed).choice(len(arrays["tokens"]), n, replace=len(arrays["tokens"]) < n)
+        return arrays["tokens"][pick], arrays["attributes"][pick]
+    rng = np.random.default_rng(seed)
+    tokens = rng.choice(measures.VOCAB_SIZE, size=(n, measures.TICKS_PER_MEASURE), p=None).astype(np.int32)
+    tokens[:, 0] = rng.integers(0, measures.REST + 1, n)  # no HOLD on tick 0, as in the data
+    return tokens, attributes.compute_all(tokens)
+
+
+def bench_config(name, overrides, steps, warmup, decode_batches, data_dir, steps_per_execution=1):
+    import keras
+    import tensorflow as tf
+
+    from music_attr_vae.configs_loader import load_config
+    from music_attr_vae.model.vae import build_model, model_kwargs
+    from music_attr_vae.training import build_optimizer
+
+    config = load_config(name, overrides)
+    batch = config.train.batch_size
+    keras.utils.set_random_seed(0)
+    model = build_model(config)
+    model.compile(
+        optimizer=build_optimizer(config, 10_000), jit_compile=config.train.jit_compile,
+        steps_per_execution=steps_per_execution,
+    )
+    tokens, attrs = _measures(data_dir, batch * 8)
+    ds = tf.data.Dataset.from_tensor_slices((tokens, attrs)).batch(batch, drop_remainder=True).cache().repeat()
+
+    start = time.perf_counter()
+    model.fit(ds, steps_per_epoch=warmup, epochs=1, verbose=0, shuffle=False)
+    compile_s = time.perf_counter() - start
+    wall, cpu = time.perf_counter(), time.process_time()
+    model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+
+    z = tf.random.normal([256, config.model.z_dim], seed=1)
+    model.decode(z, 0.0, 0)  # trace
+    d_wall = time.perf_counter()
+    for i in range(decode_batches):
+        model.decode(z, 0.0, i).numpy()
+    d_wall = time.perf_counter() - d_wall
+    return {
+        "config": name,
+        "overrides": overrides,
+        "params": int(model.count_params()),
+        "batch": batch,
+        "rnn_chains": model_kwargs(config)["rnn_chains"],
+        "jit_compile": bool(config.train.jit_compile),
+        "compile_and_warmup_s": round(compile_s, 1),
+        "train_examples_per_s": round(steps * batch / wall, 1),
+        "cpu_s_per_step": round(cpu / steps, 3),
+        "decode_measures_per_s": round(decode_batches * 256 / d_wall, 1),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", default="rhy_pr,paper", help="comma-separated config names")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps per config")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed first steps (compilation)")
+    parser.add_argument("--decode_batches", type=int, default=10, help="timed decode batches of 256")
+    parser.add_argument("--data_dir", default=None, help="prepared dataset to draw real measures from")
+    parser.add_argument("--override", action="append", help="config override FIELD=VALUE (repeatable)")
+    parser.add_argument("--steps_per_execution", type=int, default=1, help="Keras steps per tf.function call")
+    args = parser.parse_args()
+    overrides = _parse_overrides(args.override)
+    print(f"load average before: {os.getloadavg()}", flush=True)
+    for name in args.configs.split(","):
+        result = bench_config(
+            name, overrides, args.steps, args.warmup, args.decode_batches, args.data_dir, args.steps_per_execution
+        )
+        print(json.dumps(result), flush=True)
+    print(f"load average after: {os.getloadavg()}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
