@@ -65,14 +65,14 @@ def bench_config(name, overrides, steps, warmup, decode_batches, data_dir, steps
 
     from music_attr_vae.configs_loader import load_config
     from music_attr_vae.model.vae import build_model, model_kwargs
-    from music_attr_vae.training import build_optimizer
+    from music_attr_vae.training import build_optimizer, use_xla
 
     config = load_config(name, overrides)
     batch = config.train.batch_size
     keras.utils.set_random_seed(0)
     model = build_model(config)
     model.compile(
-        optimizer=build_optimizer(config, 10_000), jit_compile=config.train.jit_compile,
+        optimizer=build_optimizer(config, 10_000), jit_compile=use_xla(config),
         steps_per_execution=steps_per_execution,
     )
     tokens, attrs = _measures(data_dir, batch * 8)
@@ -97,7 +97,9 @@ def bench_config(name, overrides, steps, warmup, decode_batches, data_dir, steps
         "params": int(model.count_params()),
         "batch": batch,
         "rnn_chains": model_kwargs(config)["rnn_chains"],
-        "jit_compile": bool(config.train.jit_compile),
+        "xla": use_xla(config),
+        "matmul_dtype": config.model.matmul_dtype,
+        "inference_matmul_dtype": config.model.inference_matmul_dtype,
         "compile_and_warmup_s": round(compile_s, 1),
         "train_examples_per_s": round(steps * batch / wall, 1),
         "cpu_s_per_step": round(cpu / steps, 3),

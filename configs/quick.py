@@ -16,6 +16,7 @@ def get_config():
     config.model.dec_layers = 1
     config.model.rnn_chains = 1
     config.model.unroll = False  # tf.scan loops: the graph builds in a fraction of the time
+    config.model.matmul_dtype = "float32"
     config.regularization = common.regularization(dict(common.PAPER_DIMS))
     config.train.batch_size = 32
     config.train.epochs = 2

@@ -23,6 +23,7 @@ import ml_collections
 
 CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 LR_SCHEDULES = ("constant", "cosine")
+MATMUL_DTYPES = ("auto", "float32", "bfloat16")
 
 
 def configs_dir() -> pathlib.Path:
@@ -133,7 +134,8 @@ _RULES: Dict[str, tuple] = {
     "model.mask_hold_at_start": _bool,
     "model.rnn_chains": _non_negative_int,
     "model.unroll": _bool,
-    "model.matmul_dtype": (lambda v: v in ("float32", "bfloat16"), "'float32' or 'bfloat16'"),
+    "model.matmul_dtype": (lambda v: v in MATMUL_DTYPES, f"one of {MATMUL_DTYPES}"),
+    "model.inference_matmul_dtype": (lambda v: v in MATMUL_DTYPES, f"one of {MATMUL_DTYPES}"),
     "train.batch_size": _positive_int,
     "train.epochs": _positive_int,
     "train.steps_per_epoch": _non_negative_int,

@@ -18,13 +18,38 @@ the input bias folded into the projection.
 
 from __future__ import annotations
 
-from typing import List, Tuple
+import contextlib
+import threading
+from typing import List, Optional, Tuple
 
 import keras
 import tensorflow as tf
 
 
 MATMUL_DTYPES = ("float32", "bfloat16")
+_override = threading.local()
+
+
+@contextlib.contextmanager
+def products_in(dtype: Optional[str]):
+    """Trace GRU products in ``dtype`` inside this block, whatever each GRU's ``matmul_dtype``.
+
+    The override acts while a graph is *traced* (eager calls and tf.function
+    tracing alike), which is how a model trained with bfloat16 products serves
+    with float32 ones: its weights are float32 either way.
+    """
+    if dtype is not None and dtype not in MATMUL_DTYPES:
+        raise ValueError(f"matmul dtype {dtype!r} must be one of {MATMUL_DTYPES}")
+    previous = getattr(_override, "dtype", None)
+    _override.dtype = dtype
+    try:
+        yield
+    finally:
+        _override.dtype = previous
+
+
+def _effective(dtype: str) -> str:
+    return getattr(_override, "dtype", None) or dtype
 
 
 def matmul(a, b, dtype: str = "float32"):
@@ -35,7 +60,7 @@ def matmul(a, b, dtype: str = "float32"):
     several times faster than float32 on CPUs that have them.  ``b`` may be
     given already cast (see ``GRU.recurrent_operand``).
     """
-    if dtype == "float32":
+    if _effective(dtype) == "float32":
         return tf.tensordot(a, b, axes=1) if a.shape.rank != 2 else tf.matmul(a, b)
     a16, b16 = tf.cast(a, tf.bfloat16), tf.cast(b, tf.bfloat16)
     out = tf.tensordot(a16, b16, axes=1) if a.shape.rank != 2 else tf.matmul(a16, b16)
@@ -80,7 +105,7 @@ class GRU(keras.layers.Layer):
     def recurrent_operand(self):
         """The recurrent kernel in the product's operand type (cast once per sequence, not per step)."""
         kernel = tf.convert_to_tensor(self.recurrent_kernel)
-        return kernel if self.matmul_dtype == "float32" else tf.cast(kernel, tf.bfloat16)
+        return kernel if _effective(self.matmul_dtype) == "float32" else tf.cast(kernel, tf.bfloat16)
 
     def step(self, x_proj_t, h, recurrent=None):
         """One step: projected input (B, 3H), state (B, H) -> new state (B, H).

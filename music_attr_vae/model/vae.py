@@ -37,6 +37,7 @@ from music_attr_vae.data.attributes import ATTRIBUTE_NAMES
 from music_attr_vae.data.measures import TICKS_PER_MEASURE
 from music_attr_vae.model.decoder import HierarchicalDecoder
 from music_attr_vae.model.encoder import Encoder
+from music_attr_vae.model.gru import products_in
 from music_attr_vae.model.regularization import AttributeRegularization
 
 
@@ -69,6 +70,8 @@ class MeasureVAE(keras.Model):
       * ``encode(tokens int (B, 24)) -> (z_mean, z_log_var)`` float32 (B, D);
       * ``decode(z (B, D), temperature=0.0, seed=None) -> tokens int32 (B, 24)``;
       * ``teacher_forced_logits(z, tokens) -> logits (B, 24, 32)``.
+    These trace the GRU products in ``inference_matmul_dtype``; training
+    (``train_step``/``test_step``) uses ``matmul_dtype``.
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class MeasureVAE(keras.Model):
         rnn_chains: int = 1,
         unroll: bool = True,
         matmul_dtype: str = "float32",
+        inference_matmul_dtype: str = "float32",
         regularization: Optional[Mapping[str, Mapping]] = None,
         beta: float = 0.001,
         beta_anneal_steps: int = 0,
@@ -103,6 +107,7 @@ class MeasureVAE(keras.Model):
         self.eval_free_running = bool(eval_free_running)
         self.inject_nan_at_step = int(inject_nan_at_step)
         self.matmul_dtype = matmul_dtype
+        self.inference_matmul_dtype = inference_matmul_dtype
         self.encoder = Encoder(
             z_dim, embed_dim, enc_hidden, enc_layers, dropout, rnn_chains, unroll, matmul_dtype, name="encoder"
         )
@@ -166,7 +171,9 @@ class MeasureVAE(keras.Model):
     def encode(self, tokens):
         """tokens int (B, 24) -> (z_mean, z_log_var) float32 (B, D)."""
         tokens = tf.cast(tokens, tf.int32)
-        if tf.executing_eagerly():
+        with products_in(self.inference_matmul_dtype):
+            if not tf.executing_eagerly():
+                return self.encoder(tokens, training=False)
             if self._encode_fn is None:
                 self._encode_fn = tf.function(
                     lambda t: self.encoder(t, training=False),
@@ -174,7 +181,6 @@ class MeasureVAE(keras.Model):
                     autograph=False,
                 )
             return self._encode_fn(tokens)
-        return self.encoder(tokens, training=False)
 
     def decode(self, z, temperature=0.0, seed=None):
         """Free-running decode of z (B, D) -> tokens int32 (B, 24).
@@ -188,7 +194,9 @@ class MeasureVAE(keras.Model):
         z = tf.cast(z, tf.float32)
         temperature = tf.cast(temperature, tf.float32)
         seed = tf.cast(seed, tf.int32)
-        if tf.executing_eagerly():
+        with products_in(self.inference_matmul_dtype):
+            if not tf.executing_eagerly():
+                return self._decode_tokens(z, temperature, seed)
             if self._decode_fn is None:
                 self._decode_fn = tf.function(
                     self._decode_tokens,
@@ -200,17 +208,17 @@ class MeasureVAE(keras.Model):
                     autograph=False,
                     # XLA fuses the 24-step loop's small ops; with bfloat16 products oneDNN's
                     # graph kernels are faster than XLA's on CPU (see gru.matmul)
-                    jit_compile=self.matmul_dtype == "float32",
+                    jit_compile=self.inference_matmul_dtype == "float32",
                 )
             return self._decode_fn(z, temperature, seed)
-        return self._decode_tokens(z, temperature, seed)
 
     def _decode_tokens(self, z, temperature, seed):
         return self.decoder.free_running(z, temperature, seed)[0]
 
     def teacher_forced_logits(self, z, tokens):
         """Logits (B, 24, 32) of ``tokens`` given z, each tick fed the true previous token."""
-        return self.decoder.teacher_forced(tf.cast(z, tf.float32), tokens, training=False)
+        with products_in(self.inference_matmul_dtype):
+            return self.decoder.teacher_forced(tf.cast(z, tf.float32), tokens, training=False)
 
     # ------------------------------------------------------------------ training
 
@@ -315,6 +323,27 @@ def resolve_rnn_chains(value: int) -> int:
     return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
+def _cpu_has_bf16() -> bool:
+    """True on x86 CPUs with AMX-BF16 or AVX512-BF16 units (Linux /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+def resolve_matmul_dtype(value: str) -> str:
+    """``model.matmul_dtype``; 'auto' means bfloat16 on a CPU with bfloat16 units and no GPU, else float32.
+
+    Elsewhere bfloat16 products are emulated (slower than float32), and GPUs
+    already run float32 products fast (TF32).
+    """
+    if value != "auto":
+        return value
+    return "bfloat16" if _cpu_has_bf16() and not tf.config.list_physical_devices("GPU") else "float32"
+
+
 def model_kwargs(config) -> dict:
     """MeasureVAE constructor arguments from a (validated) config."""
     m, t = config.model, config.train
@@ -330,7 +359,8 @@ def model_kwargs(config) -> dict:
         mask_hold_at_start=m.get("mask_hold_at_start", True),
         rnn_chains=resolve_rnn_chains(m.get("rnn_chains", 0)),
         unroll=m.get("unroll", True),
-        matmul_dtype=m.get("matmul_dtype", "float32"),
+        matmul_dtype=resolve_matmul_dtype(m.get("matmul_dtype", "float32")),
+        inference_matmul_dtype=resolve_matmul_dtype(m.get("inference_matmul_dtype", "float32")),
         regularization={k: dict(v) for k, v in (reg.items() if reg is not None else [])},
         beta=t.beta,
         beta_anneal_steps=t.get("beta_anneal_steps", 0),

@@ -77,7 +77,6 @@ def test_mirrored_update_is_the_mean_of_per_replica_gradients(tmp_path, prepared
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(result)
     assert result["replicas"] == 2
     assert result["worst_relative_error"] < 1e-3, result
     assert abs(result["reg_whole"] - result["reg_halves_mean"]) > 1e-4  # the check above can tell them apart

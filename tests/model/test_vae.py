@@ -91,3 +91,17 @@ def test_a_few_training_steps_lower_the_loss_and_report_every_metric(batch):
     assert set(after) >= {"loss", "recon_loss", "kl", "accuracy", "free_accuracy", "reg_pitch_range"}
     assert after["loss"] < before["loss"] and after["recon_loss"] < before["recon_loss"]
     assert isinstance(vae, MeasureVAE)
+
+
+def test_inference_uses_its_own_product_dtype(batch):
+    from music_attr_vae.model.gru import products_in
+
+    tokens, _ = batch
+    vae = build_model(load_config("quick", {"model.matmul_dtype": "bfloat16"}))  # inference stays float32
+    served = vae.encode(tokens)[0].numpy()
+    trained = vae.encoder(tf.constant(tokens))[0].numpy()  # bfloat16 products, as in train_step
+    with products_in("float32"):
+        exact = vae.encoder(tf.constant(tokens))[0].numpy()
+    np.testing.assert_allclose(served, exact, atol=1e-6)
+    assert np.abs(trained - exact).max() > 1e-5  # bfloat16 rounding is visible...
+    np.testing.assert_allclose(trained, exact, atol=0.05)  # ...and small
