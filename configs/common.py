@@ -33,6 +33,7 @@ Field reference:
 ``train.beta``                   KL weight (our recon is a per-token mean: beta = 1/24 is the plain ELBO).
 ``train.beta_anneal_steps``      linear warm-up of beta from 0 (0 = constant).
 ``train.gamma_ramp_steps``       linear warm-up of every gamma from 0 (0 = constant).
+``train.gamma_ramp_start_steps`` steps with every gamma at 0 before that warm-up starts.
 ``train.seed``                   initialisation, data order and noise.
 ``train.checkpoint_every_steps`` also checkpoint every N steps (0 = only at epoch ends).
 ``train.keep_checkpoints``       checkpoints kept on disk.
@@ -96,6 +97,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.beta = 0.001
     config.train.beta_anneal_steps = 0
     config.train.gamma_ramp_steps = 0
+    config.train.gamma_ramp_start_steps = 0
     config.train.seed = 0
     config.train.checkpoint_every_steps = 500
     config.train.keep_checkpoints = 3

@@ -10,7 +10,7 @@ Training objective (per replica batch)::
   (``regularization.py``), computed on the *sampled* z as in the paper;
 * ``beta(step) = beta * min(1, step / beta_anneal_steps)`` (constant when
   ``beta_anneal_steps == 0``) and ``ramp(step)`` likewise with
-  ``gamma_ramp_steps``.
+  ``gamma_ramp_steps`` (after ``gamma_ramp_start_steps`` steps of gamma = 0).
 
 The custom ``train_step``/``test_step`` follow the keras.io generative-model
 pattern.  Under a distribution strategy each replica computes these means on
@@ -51,11 +51,14 @@ def _replica_id():
     return tf.cast(rid, tf.int32)
 
 
-def _linear_ramp(step, steps: int):
-    """1.0 when ``steps`` is 0, else min(1, step / steps)."""
+def _linear_ramp(step, steps: int, start: int = 0):
+    """0 before ``start``; then min(1, (step - start) / steps), a step to 1.0 when ``steps`` is 0."""
+    shifted = tf.cast(step, tf.float32) - float(start)
     if steps <= 0:
-        return tf.constant(1.0, tf.float32)
-    return tf.minimum(1.0, tf.cast(step, tf.float32) / float(steps))
+        if start <= 0:
+            return tf.constant(1.0, tf.float32)
+        return tf.cast(shifted >= 0.0, tf.float32)
+    return tf.clip_by_value(shifted / float(steps), 0.0, 1.0)
 
 
 def kl_divergence(z_mean, z_log_var):
@@ -93,6 +96,7 @@ class MeasureVAE(keras.Model):
         beta: float = 0.001,
         beta_anneal_steps: int = 0,
         gamma_ramp_steps: int = 0,
+        gamma_ramp_start_steps: int = 0,
         seed: int = 0,
         eval_free_running: bool = True,
         inject_nan_at_step: int = 0,
@@ -103,6 +107,7 @@ class MeasureVAE(keras.Model):
         self.beta = float(beta)
         self.beta_anneal_steps = int(beta_anneal_steps)
         self.gamma_ramp_steps = int(gamma_ramp_steps)
+        self.gamma_ramp_start_steps = int(gamma_ramp_start_steps)
         self.seed = int(seed)
         self.eval_free_running = bool(eval_free_running)
         self.inject_nan_at_step = int(inject_nan_at_step)
@@ -226,7 +231,7 @@ class MeasureVAE(keras.Model):
         return self.beta * _linear_ramp(step, self.beta_anneal_steps)
 
     def gamma_ramp_at(self, step):
-        return _linear_ramp(step, self.gamma_ramp_steps)
+        return _linear_ramp(step, self.gamma_ramp_steps, self.gamma_ramp_start_steps)
 
     def _step_seed(self, step, salt: int):
         """Stateless seed [2] for this (seed, step, replica, use)."""
@@ -365,6 +370,7 @@ def model_kwargs(config) -> dict:
         beta=t.beta,
         beta_anneal_steps=t.get("beta_anneal_steps", 0),
         gamma_ramp_steps=t.get("gamma_ramp_steps", 0),
+        gamma_ramp_start_steps=t.get("gamma_ramp_start_steps", 0),
         seed=t.get("seed", 0),
         eval_free_running=t.get("eval_free_running", True),
         inject_nan_at_step=t.get("inject_nan_at_step", 0),

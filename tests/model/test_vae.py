@@ -58,6 +58,11 @@ def test_beta_and_gamma_ramps():
     assert float(vae.beta_at(1000)) == pytest.approx(0.01)
     assert float(vae.gamma_ramp_at(5)) == pytest.approx(0.5)
     fixed = build_model(load_config("quick", {"train.beta": 0.01}))
+    assert float(fixed.gamma_ramp_at(0)) == 1.0
+    delayed = build_model(load_config("quick", {"train.gamma_ramp_start_steps": 20, "train.gamma_ramp_steps": 10}))
+    assert [float(delayed.gamma_ramp_at(s)) for s in (0, 19, 20, 25, 30, 99)] == pytest.approx([0, 0, 0, 0.5, 1, 1])
+    switched = build_model(load_config("quick", {"train.gamma_ramp_start_steps": 20}))
+    assert [float(switched.gamma_ramp_at(s)) for s in (0, 19, 20, 21)] == [0.0, 0.0, 1.0, 1.0]
     assert float(fixed.beta_at(0)) == pytest.approx(0.01)
 
 
