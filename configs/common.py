@@ -96,8 +96,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.clipnorm = 0.0
     config.train.beta = 0.001
     config.train.beta_anneal_steps = 0
-    config.train.gamma_ramp_steps = 0
-    config.train.gamma_ramp_start_steps = 0
+    # regularised configs: gamma = 0 for the first 1,000 steps (~1.4 Nottingham epochs at
+    # batch 256), then a linear ramp to gamma over 700 steps.  With gamma on from step 0 the
+    # decoder sat in a predict-HOLD minimum for 2-3 epochs (BUILD_NOTES, "Results").
+    config.train.gamma_ramp_steps = 700
+    config.train.gamma_ramp_start_steps = 1000
     config.train.seed = 0
     config.train.checkpoint_every_steps = 500
     config.train.keep_checkpoints = 3

@@ -24,6 +24,8 @@ def get_config():
     config.train.checkpoint_every_steps = 5
     config.train.log_every_steps = 5
     config.train.lr_schedule = "constant"
+    config.train.gamma_ramp_steps = 0  # regularise from the first of its 24 steps
+    config.train.gamma_ramp_start_steps = 0
     config.train.jit_compile = False  # XLA compilation would cost more than the whole run
     config.data.max_shift = 2
     config.data.validation_size = 256
