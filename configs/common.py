@@ -20,8 +20,10 @@ Field reference:
                                  (float32 weights and gates either way; see music_attr_vae/model/gru.py;
                                  'auto' = bfloat16 on CPUs with AMX/AVX512-BF16 units, else float32).
 ``model.inference_matmul_dtype`` the same for encode/decode and the SavedModel.
-``regularization.<attribute>``   {dim, gamma, delta, loss: l1|mse, target: sign|distance, scale}
-                                 (see music_attr_vae/model/regularization.py); empty = plain VAE.
+``regularization.<attribute>``   {dim, gamma, delta, loss: l1|mse, target: sign|distance, scale,
+                                 consistency} (see music_attr_vae/model/regularization.py); empty =
+                                 plain VAE.  ``consistency`` > 0 adds the decoder consistency term
+                                 (music_attr_vae/model/vae.py, MeasureVAE.consistency) with that weight.
 ``train.batch_size``             global batch (split across replicas).
 ``train.epochs``                 passes over the training split.
 ``train.steps_per_epoch``        0 = the whole split; N = at most N batches per epoch.
@@ -34,6 +36,7 @@ Field reference:
 ``train.beta_anneal_steps``      linear warm-up of beta from 0 (0 = constant).
 ``train.gamma_ramp_steps``       linear warm-up of every gamma from 0 (0 = constant).
 ``train.gamma_ramp_start_steps`` steps with every gamma at 0 before that warm-up starts.
+``train.consistency_batch``      rows of each batch the consistency term decodes (soft free running).
 ``train.seed``                   initialisation, data order and noise.
 ``train.checkpoint_every_steps`` also checkpoint every N steps (0 = only at epoch ends).
 ``train.keep_checkpoints``       checkpoints kept on disk.
@@ -101,6 +104,7 @@ def get_config() -> ml_collections.ConfigDict:
     # decoder sat in a predict-HOLD minimum for 2-3 epochs (BUILD_NOTES, "Results").
     config.train.gamma_ramp_steps = 700
     config.train.gamma_ramp_start_steps = 1000
+    config.train.consistency_batch = 64
     config.train.seed = 0
     config.train.checkpoint_every_steps = 500
     config.train.keep_checkpoints = 3
@@ -122,9 +126,9 @@ def regularization(dims: dict, **overrides) -> ml_collections.ConfigDict:
     """Regularization entries {attribute: dim} with the defaults of the authors' code.
 
     Defaults: L1 loss, delta=10, gamma=1, target 'sign' (the paper's order
-    target), and the attribute's default ``scale`` (used by target
-    'distance'; present so it can be overridden from the command line).
-    Keyword arguments (gamma, delta, loss, target) apply to every entry.
+    target), the attribute's default ``scale`` (used by target 'distance')
+    and consistency 0 (off); every field is present so it can be overridden
+    from the command line.  Keyword arguments apply to every entry.
     """
     reg = ml_collections.ConfigDict()
     for name, dim in dims.items():
@@ -135,6 +139,7 @@ def regularization(dims: dict, **overrides) -> ml_collections.ConfigDict:
             "loss": "l1",
             "target": "sign",
             "scale": DEFAULT_DISTANCE_SCALE[name],
+            "consistency": 0.0,
         }
         entry.update(overrides)
         reg[name] = ml_collections.ConfigDict(entry)

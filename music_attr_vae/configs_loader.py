@@ -149,6 +149,7 @@ _RULES: Dict[str, tuple] = {
     "train.beta_anneal_steps": _non_negative_int,
     "train.gamma_ramp_steps": _non_negative_int,
     "train.gamma_ramp_start_steps": _non_negative_int,
+    "train.consistency_batch": _positive_int,
     "train.seed": _non_negative_int,
     "train.checkpoint_every_steps": _non_negative_int,
     "train.keep_checkpoints": _positive_int,

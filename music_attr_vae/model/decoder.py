@@ -182,21 +182,47 @@ class HierarchicalDecoder(keras.layers.Layer):
         """
         temperature = tf.cast(temperature, tf.float32)
         seed = tf.cast(seed, tf.int32)
+
+        def pick(logits, tick, table):
+            token = _choose(logits, temperature, seed, tick)
+            return lookup(table, token), token
+
+        return self._free_loop(z, pick)
+
+    def soft_free_running(self, z, temperature=1.0):
+        """Differentiable free running: feed back the *expected* embedding of each tick's distribution.
+
+        Every tick's input is ``softmax(logits / temperature) @ table`` instead
+        of the table row of a chosen token, so gradients reach the decoder
+        through its own outputs.  Returns (probabilities (B, 24, V), logits).
+        For one-hot distributions it is exactly ``free_running``; it serves the
+        consistency loss (``model/soft_attributes.py``).
+        """
+        temperature = tf.cast(temperature, tf.float32)
+
+        def pick(logits, tick, table):
+            probs = tf.nn.softmax(logits / temperature, axis=-1)
+            return tf.matmul(probs, table[:VOCAB_SIZE]), probs
+
+        return self._free_loop(z, pick)
+
+    def _free_loop(self, z, pick):
+        """The 24-tick loop; ``pick(logits, tick, table)`` -> (next tick's projected input, emitted output)."""
         batch = tf.shape(z)[0]
         beats = self.beat_vectors(z)
         table = self._token_table()
         _, beat_kernel = self._split_tick_kernel()
         hold_at_start = self._start_mask()[0][None]
         recurrent = [rnn.recurrent_operand() for rnn in self.tick_rnns]
-        prev = tf.fill([batch], START)
-        out_tokens, out_logits = [], []
+        token_in = lookup(table, tf.fill([batch], START))
+        outputs, out_logits = [], []
         for b in range(BEATS_PER_MEASURE):
             beat = beats[:, b]
             beat_proj = tf.matmul(beat, beat_kernel)
             states = _split_states(self.tick_init(beat), self.num_layers)
             for t in range(TICKS_PER_BEAT):
                 tick = b * TICKS_PER_BEAT + t
-                x_proj = lookup(table, prev) + beat_proj
+                x_proj = token_in + beat_proj
                 for i, rnn in enumerate(self.tick_rnns):
                     states[i] = rnn.step(x_proj, states[i], recurrent[i])
                     if i + 1 < self.num_layers:
@@ -204,10 +230,10 @@ class HierarchicalDecoder(keras.layers.Layer):
                 logits = self.output_head(states[-1])
                 if self.mask_hold_at_start and tick == 0:
                     logits = tf.where(hold_at_start, MASKED_LOGIT, logits)
-                prev = _choose(logits, temperature, seed, tick)
-                out_tokens.append(prev)
+                token_in, out = pick(logits, tick, table)
+                outputs.append(out)
                 out_logits.append(logits)
-        return tf.stack(out_tokens, axis=1), tf.stack(out_logits, axis=1)
+        return tf.stack(outputs, axis=1), tf.stack(out_logits, axis=1)
 
 
 def _hash32(x):

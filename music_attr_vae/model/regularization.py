@@ -43,6 +43,7 @@ import keras
 import tensorflow as tf
 
 from music_attr_vae.data.attributes import ATTRIBUTE_NAMES
+from music_attr_vae.model.soft_attributes import SOFT_ATTRIBUTES
 
 LOSSES = ("l1", "mse")
 TARGETS = ("sign", "distance")
@@ -54,18 +55,23 @@ DEFAULT_DISTANCE_SCALE = {
     "contour": 2.0,
 }
 DEFAULTS = {"gamma": 1.0, "delta": 10.0, "loss": "l1", "target": "sign"}
-_FIELDS = ("dim", "gamma", "delta", "loss", "target", "scale")
+_FIELDS = ("dim", "gamma", "delta", "loss", "target", "scale", "consistency")
+# attributes with a differentiable expected value: the ones the consistency loss supports
+CONSISTENCY_ATTRIBUTES = SOFT_ATTRIBUTES
 
 
 def normalize_mapping(
     mapping: Mapping[str, Mapping], z_dim: int, attribute_names: Sequence[str] = ATTRIBUTE_NAMES
 ) -> Dict[str, Dict]:
-    """Validate a {attribute: {dim, gamma, delta, loss, target, scale}} mapping and fill defaults.
+    """Validate a {attribute: {dim, gamma, delta, loss, target, scale, consistency}} mapping; fill defaults.
 
     Raises ValueError naming the attribute and the field for: an unknown
     attribute, an unknown field, a dim outside [0, z_dim), two attributes on
-    one dim, a negative gamma, a non-positive delta or scale, or a loss/target
-    outside the supported sets.  Plain dicts and ConfigDicts are accepted.
+    one dim, a negative gamma or consistency weight, a consistency weight on an
+    attribute without a differentiable form (contour), a non-positive delta or
+    scale, or a loss/target outside the supported sets.  Plain dicts and
+    ConfigDicts are accepted.  ``consistency`` (default 0) weighs the decoder
+    consistency loss of ``model/vae.py``; it does not change this layer's value.
     """
     out: Dict[str, Dict] = {}
     used_dims: Dict[int, str] = {}
@@ -87,10 +93,17 @@ def normalize_mapping(
         if dim in used_dims:
             raise ValueError(f"{where}.dim={dim} is already used by {used_dims[dim]!r}; give each attribute its own dim")
         used_dims[dim] = name
-        full = dict(DEFAULTS, scale=DEFAULT_DISTANCE_SCALE.get(name, 4.0))
+        full = dict(DEFAULTS, scale=DEFAULT_DISTANCE_SCALE.get(name, 4.0), consistency=0.0)
         full.update(spec)
         if not float(full["gamma"]) >= 0.0:
             raise ValueError(f"{where}.gamma={full['gamma']!r} must be >= 0")
+        if not float(full["consistency"]) >= 0.0:
+            raise ValueError(f"{where}.consistency={full['consistency']!r} must be >= 0")
+        if float(full["consistency"]) > 0.0 and name not in CONSISTENCY_ATTRIBUTES:
+            raise ValueError(
+                f"{where}.consistency={full['consistency']!r}: {name!r} has no differentiable form; "
+                f"the consistency loss supports {', '.join(CONSISTENCY_ATTRIBUTES)}"
+            )
         if not float(full["delta"]) > 0.0:
             raise ValueError(f"{where}.delta={full['delta']!r} must be > 0")
         if not float(full["scale"]) > 0.0:
@@ -106,6 +119,7 @@ def normalize_mapping(
             "loss": str(full["loss"]),
             "target": str(full["target"]),
             "scale": float(full["scale"]),
+            "consistency": float(full["consistency"]),
         }
     return out
 

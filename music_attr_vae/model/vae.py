@@ -2,7 +2,7 @@
 
 Training objective (per replica batch)::
 
-    loss = recon + beta(step) * kl + sum_a ramp(step) * gamma_a * reg_a
+    loss = recon + beta(step) * kl + ramp(step) * (sum_a gamma_a * reg_a + consistency)
 
 * ``recon``: token cross-entropy, mean over the B*24 tokens (teacher forced);
 * ``kl``: KL(q(z|x) || N(0, I)), summed over latent dims, mean over the batch;
@@ -10,7 +10,9 @@ Training objective (per replica batch)::
   (``regularization.py``), computed on the *sampled* z as in the paper;
 * ``beta(step) = beta * min(1, step / beta_anneal_steps)`` (constant when
   ``beta_anneal_steps == 0``) and ``ramp(step)`` likewise with
-  ``gamma_ramp_steps`` (after ``gamma_ramp_start_steps`` steps of gamma = 0).
+  ``gamma_ramp_steps`` (after ``gamma_ramp_start_steps`` steps of gamma = 0);
+* ``consistency``: the optional decoder consistency term (``MeasureVAE.consistency``),
+  0 unless some ``regularization.<attribute>.consistency`` weight is > 0.
 
 The custom ``train_step``/``test_step`` follow the keras.io generative-model
 pattern.  Under a distribution strategy each replica computes these means on
@@ -38,6 +40,7 @@ from music_attr_vae.data.measures import TICKS_PER_MEASURE
 from music_attr_vae.model.decoder import HierarchicalDecoder
 from music_attr_vae.model.encoder import Encoder
 from music_attr_vae.model.gru import products_in
+from music_attr_vae.model.soft_attributes import soft_attribute
 from music_attr_vae.model.regularization import AttributeRegularization
 
 
@@ -97,6 +100,7 @@ class MeasureVAE(keras.Model):
         beta_anneal_steps: int = 0,
         gamma_ramp_steps: int = 0,
         gamma_ramp_start_steps: int = 0,
+        consistency_batch: int = 64,
         seed: int = 0,
         eval_free_running: bool = True,
         inject_nan_at_step: int = 0,
@@ -108,6 +112,7 @@ class MeasureVAE(keras.Model):
         self.beta_anneal_steps = int(beta_anneal_steps)
         self.gamma_ramp_steps = int(gamma_ramp_steps)
         self.gamma_ramp_start_steps = int(gamma_ramp_start_steps)
+        self.consistency_batch = int(consistency_batch)
         self.seed = int(seed)
         self.eval_free_running = bool(eval_free_running)
         self.inject_nan_at_step = int(inject_nan_at_step)
@@ -126,6 +131,10 @@ class MeasureVAE(keras.Model):
         self.kl_tracker = keras.metrics.Mean(name="kl")
         self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
         self.free_accuracy_tracker = keras.metrics.Mean(name="free_accuracy")
+        self.consistency_specs = [
+            (name, spec) for name, spec in self.attribute_reg.mapping.items() if spec["consistency"] > 0
+        ]
+        self.consistency_tracker = keras.metrics.Mean(name="consistency")
         self._decode_fn = None
         self._encode_fn = None
         self._grad_fn = None
@@ -169,6 +178,8 @@ class MeasureVAE(keras.Model):
         trackers = [self.loss_tracker, self.recon_tracker, self.kl_tracker, self.accuracy_tracker]
         if self.eval_free_running:
             trackers.append(self.free_accuracy_tracker)
+        if self.consistency_specs:
+            trackers.append(self.consistency_tracker)
         return trackers + list(self.attribute_reg.trackers.values())
 
     # ------------------------------------------------------------------ inference
@@ -244,13 +255,47 @@ class MeasureVAE(keras.Model):
             keras.losses.sparse_categorical_crossentropy(tokens, logits, from_logits=True)
         )
         kl = tf.reduce_mean(kl_divergence(z_mean, z_log_var))
-        reg, _ = self.attribute_reg(z, attributes, weight=self.gamma_ramp_at(step))
+        ramp = self.gamma_ramp_at(step)
+        reg, _ = self.attribute_reg(z, attributes, weight=ramp)
         beta = self.beta_at(step)
         loss = recon + beta * kl + reg
+        if self.consistency_specs:
+            consistency = self.consistency(z, attributes)
+            self.consistency_tracker.update_state(consistency)
+            loss = loss + ramp * consistency
         accuracy = tf.reduce_mean(
             tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), tokens), tf.float32)
         )
         return loss, recon, kl, beta, accuracy
+
+    def consistency(self, z, attributes):
+        """Decoder consistency term (``regularization.<attribute>.consistency`` > 0; this project's option).
+
+        The paper's loss orders a regularised dim by its attribute in the
+        *encoder*; nothing makes the *decoder* follow that dim when it moves
+        alone, and with the other dims also describing the notes it largely
+        ignores it (pitch range changed by 0.10 over a whole traversal).  This
+        term asks for it directly.  On the first ``consistency_batch`` rows,
+        the k-th such dim takes the value of another row (the batch rolled by
+        k + 1, so attributes are recombined independently); the decoder runs
+        differentiably (``soft_free_running``) from that z, held fixed (no
+        gradient to the encoder), and the expected attribute of its output
+        (``soft_attributes.py``) should equal the attribute of the row the
+        value came from: ``sum_a weight_a * mean |E[a(decoded)] - a_donor|``.
+        """
+        zc = tf.stop_gradient(tf.cast(z[: self.consistency_batch], tf.float32))
+        ac = tf.cast(attributes[: self.consistency_batch], tf.float32)
+        targets = []
+        for k, (name, spec) in enumerate(self.consistency_specs):
+            dim_mask = tf.one_hot(spec["dim"], self.z_dim)
+            donor = tf.roll(zc[:, spec["dim"]], shift=k + 1, axis=0)
+            zc = zc * (1.0 - dim_mask) + donor[:, None] * dim_mask
+            targets.append(tf.roll(ac[:, ATTRIBUTE_NAMES.index(name)], shift=k + 1, axis=0))
+        probs, _ = self.decoder.soft_free_running(zc)
+        total = tf.constant(0.0, tf.float32)
+        for (name, spec), target in zip(self.consistency_specs, targets):
+            total += spec["consistency"] * tf.reduce_mean(tf.abs(soft_attribute(probs, name) - target))
+        return total
 
     def _update_trackers(self, loss, recon, kl, accuracy):
         self.loss_tracker.update_state(loss)
@@ -371,6 +416,7 @@ def model_kwargs(config) -> dict:
         beta_anneal_steps=t.get("beta_anneal_steps", 0),
         gamma_ramp_steps=t.get("gamma_ramp_steps", 0),
         gamma_ramp_start_steps=t.get("gamma_ramp_start_steps", 0),
+        consistency_batch=t.get("consistency_batch", 64),
         seed=t.get("seed", 0),
         eval_free_running=t.get("eval_free_running", True),
         inject_nan_at_step=t.get("inject_nan_at_step", 0),

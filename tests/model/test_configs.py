@@ -32,6 +32,9 @@ def test_regularised_dims_follow_the_paper_and_ar_vae():
     spec = load_config("rhy_pr").regularization.rhythmic_complexity
     assert (spec.loss, spec.delta, spec.gamma, spec.target) == ("l1", 10.0, 1.0, "sign")
     assert load_config("rhy_pr_distance").regularization.pitch_range.target == "distance"
+    assert load_config("rhy_pr").regularization.pitch_range.consistency == 0.0  # the paper's model has none
+    consistent = load_config("rhy_pr_consistency").regularization
+    assert consistent.pitch_range.consistency > 0 and consistent.rhythmic_complexity.target == "sign"
     paper = load_config("paper").model
     assert (paper.z_dim, paper.enc_hidden, paper.dec_hidden, paper.enc_layers, paper.dec_layers) == (256, 512, 512, 2, 2)
     assert load_config("beta_vae").train.beta > load_config("base").train.beta

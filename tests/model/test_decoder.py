@@ -135,3 +135,19 @@ def test_sampler_follows_the_softmax_and_is_the_same_under_xla():
     compiled = tf.function(lambda s: counter_uniform(tf.constant([64, 32]), s, 4), jit_compile=True)(tf.constant(9))
     np.testing.assert_array_equal(eager, compiled.numpy())
     assert 0.0 < eager.min() and eager.max() < 1.0 and abs(eager.mean() - 0.5) < 0.03
+
+
+def test_soft_free_running_is_free_running_in_the_cold_limit():
+    from music_attr_vae.configs_loader import load_config
+    from music_attr_vae.model.vae import build_model
+
+    keras.utils.set_random_seed(3)
+    decoder = build_model(load_config("quick")).decoder
+    z = tf.random.normal([16, 8], seed=2) * 2.0
+    tokens, logits = decoder.free_running(z)
+    probs, soft_logits = decoder.soft_free_running(z, temperature=1e-4)
+    np.testing.assert_array_equal(np.argmax(probs.numpy(), -1), tokens.numpy())
+    np.testing.assert_allclose(soft_logits.numpy(), logits.numpy(), atol=2e-3)  # summation order only
+    warm, _ = decoder.soft_free_running(z)  # temperature 1: tick 0 is softmax(logits) of the hard pass
+    np.testing.assert_allclose(warm.numpy()[:, 0], tf.nn.softmax(logits[:, 0]).numpy(), atol=1e-6)
+    assert np.allclose(warm.numpy().sum(-1), 1.0, atol=1e-5) and float(tf.reduce_max(warm[:, 0, measures.HOLD])) == 0.0

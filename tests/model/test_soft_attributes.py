@@ -1,0 +1,59 @@
+"""Expected attributes of per-tick token distributions: exact on real measures, right in expectation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from music_attr_vae.data import attributes as attrs
+from music_attr_vae.data import loader, measures
+from music_attr_vae.model.soft_attributes import SOFT_ATTRIBUTES, soft_attribute
+
+
+@pytest.fixture(scope="module")
+def corpus_tokens(prepared_small):
+    return loader.load_arrays(str(prepared_small), "train")["tokens"][:3000]
+
+
+@pytest.mark.parametrize("name", SOFT_ATTRIBUTES)
+def test_one_hot_distributions_give_the_exact_attribute(corpus_tokens, name):
+    soft = soft_attribute(tf.one_hot(corpus_tokens, measures.VOCAB_SIZE), name).numpy()
+    np.testing.assert_allclose(soft, attrs.compute(corpus_tokens, name), atol=1e-5)
+    assert np.ptp(soft) > 0.1  # the corpus sample spans the attribute
+
+
+@pytest.mark.parametrize("name", SOFT_ATTRIBUTES)
+def test_matches_the_mean_attribute_of_sampled_measures(name):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4, 24, measures.VOCAB_SIZE)) * np.array([0.5, 1.5, 3.0, 6.0])[:, None, None]
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    draws = 6000
+    cumulative = probs.cumsum(-1)
+    u = rng.random((draws, 4, 24, 1))
+    samples = np.minimum((u > cumulative[None]).sum(-1), measures.VOCAB_SIZE - 1)  # inverse-CDF sampling
+    monte_carlo = attrs.compute(samples.reshape(-1, 24), name).reshape(draws, 4).mean(0)
+    expected = soft_attribute(tf.constant(probs, tf.float32), name).numpy()
+    np.testing.assert_allclose(expected, monte_carlo, atol=0.01)
+
+
+def test_pitch_range_of_a_hand_made_distribution():
+    # tick 0: pitch 0 surely; tick 1: pitch 10 with probability 0.5, else HOLD; other ticks HOLD
+    probs = np.zeros((1, 24, measures.VOCAB_SIZE), np.float32)
+    probs[0, :, measures.HOLD] = 1.0
+    probs[0, 0] = 0.0
+    probs[0, 0, 0] = 1.0
+    probs[0, 1, measures.HOLD] = 0.5
+    probs[0, 1, 10] = 0.5
+    value = float(soft_attribute(tf.constant(probs), "pitch_range")[0])
+    assert value == pytest.approx(0.5 * 10 / attrs.PITCH_RANGE_NORM, abs=1e-5)
+
+
+def test_gradients_flow_and_contour_is_refused():
+    logits = tf.Variable(tf.random.normal([2, 24, measures.VOCAB_SIZE], seed=1))
+    with tf.GradientTape() as tape:
+        value = tf.reduce_sum(soft_attribute(tf.nn.softmax(logits), "pitch_range"))
+    assert float(tf.reduce_sum(tf.abs(tape.gradient(value, logits)))) > 0
+    with pytest.raises(ValueError, match="contour"):
+        soft_attribute(tf.nn.softmax(logits), "contour")
