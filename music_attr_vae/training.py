@@ -54,6 +54,7 @@ import tensorflow as tf
 
 from music_attr_vae import configs_loader
 from music_attr_vae import training_callbacks as cb
+from music_attr_vae.model.regularization import normalize_mapping
 from music_attr_vae.model.vae import MeasureVAE, build_model, resolve_matmul_dtype
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
@@ -174,14 +175,22 @@ def _flat(d: dict, prefix: str = "") -> Dict[str, object]:
     return out
 
 
+def _with_defaults(sections: dict, full: dict) -> dict:
+    """Fill regularization fields a workdir written by an older version lacks with their defaults."""
+    if sections.get("regularization"):
+        z_dim = int(full.get("model", {}).get("z_dim", 0)) or 1 << 30
+        sections = dict(sections, regularization=normalize_mapping(sections["regularization"], z_dim))
+    return sections
+
+
 def _check_resume_compatible(workdir: str, config) -> None:
     """Refuse to resume a workdir whose network differs from ``config``'s."""
     if not os.path.exists(os.path.join(workdir, CONFIG_FILE)):
         return
     old, _ = read_workdir_config(workdir)
     new = configs_loader.to_dict(config)
-    old_flat = _flat({k: old.get(k, {}) for k in _ARCHITECTURE_SECTIONS})
-    new_flat = _flat({k: new.get(k, {}) for k in _ARCHITECTURE_SECTIONS})
+    old_flat = _flat(_with_defaults({k: old.get(k, {}) for k in _ARCHITECTURE_SECTIONS}, old))
+    new_flat = _flat(_with_defaults({k: new.get(k, {}) for k in _ARCHITECTURE_SECTIONS}, new))
     diffs = [
         f"{key}: {old_flat.get(key)!r} -> {new_flat.get(key)!r}"
         for key in sorted(set(old_flat) | set(new_flat))

@@ -186,6 +186,22 @@ def test_resuming_with_another_network_is_refused(tmp_path, quick_workdir):
         training.train(wider, str(workdir))
 
 
+def test_a_workdir_from_before_a_new_regularization_field_still_resumes(tmp_path, quick_workdir):
+    import json
+    import shutil
+
+    workdir = tmp_path / "older"
+    shutil.copytree(quick_workdir, workdir)
+    saved = json.loads((workdir / "config.json").read_text())
+    for spec in saved["regularization"].values():
+        del spec["consistency"]  # written before the field existed
+    (workdir / "config.json").write_text(json.dumps(saved))
+    training._check_resume_compatible(str(workdir), load_config(QUICK))  # missing = the default: same network
+    other = load_config(QUICK, {"regularization.pitch_range.consistency": 1.0})
+    with pytest.raises(ValueError, match=r"regularization.pitch_range.consistency: 0.0 -> 1.0"):
+        training._check_resume_compatible(str(workdir), other)
+
+
 def test_cli_reports_a_bad_config_value(tmp_path, prepared_small):
     bad = subprocess.run(_train_cmd(tmp_path / "r", prepared_small, "--config.train.beta=-1"), env=_env(),
                          capture_output=True, text=True, timeout=120)
