@@ -66,8 +66,10 @@ def main(argv) -> int:
         return _fail(str(err), code=1)
     except (ValueError, FileNotFoundError, NotADirectoryError, RuntimeError) as err:
         return _fail(str(err))
+    speed = result["examples_per_second"]
+    speed = f"{speed:.0f} examples/s" if speed > 0 else "nothing left to train (re-exported)"
     print(
         f"{result['stopped']}: step {result['steps']}, {result['epochs_done']} epochs, "
-        f"{result['examples_per_second']:.0f} examples/s; SavedModel: {result['saved_model']}"
+        f"{speed}; SavedModel: {result['saved_model']}"
     )
     return 0
