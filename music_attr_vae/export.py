@@ -17,7 +17,12 @@ whose message says what is allowed):
     Free-running decoding; greedy (argmax) when ``temperature`` is 0, otherwise
     sampling at that temperature, reproducible for a given ``seed``.
 ``sample(n int32 [], seed int32 [], temperature float32 []) -> {tokens [n,24], z [n,D]}``
-    ``z`` drawn from the N(0, I) prior with ``seed``, then decoded.
+    ``z`` drawn with ``seed``, then decoded: the unregularised dims from the
+    N(0, I) prior, each regularised dim from the distribution of the encoded
+    reference measures on that dim (its ``MAP_KNOTS`` stored quantiles,
+    inverse-CDF sampling).  The regularization shapes those dims freely (only
+    differences count), so they need not be N(0, 1): a RHY-PR model can keep
+    its pitch-range dim around 5, where prior draws would decode to silence.
 ``traverse(tokens int32 [N,24], attribute string [], values float32 [K], temperature, seed)``
 ``traverse_z(z float32 [N,D], attribute string [], values float32 [K], temperature, seed)``
     ``-> {tokens int32 [N,K,24], z float32 [N,K,D]}``: the measure's latent
@@ -109,8 +114,9 @@ def _batched(fn, array: np.ndarray, batch: int = FIT_BATCH) -> List:
 def fit_monotone_map(z: np.ndarray, values: np.ndarray, knots: int = MAP_KNOTS) -> dict:
     """Isotonic fit of an attribute against one latent dim, stored for inversion.
 
-    Returns ``{"value": [...], "z": [...], "direction": +1|-1, "value_range": [lo, hi],
-    "z_range": [z at lo, z at hi], "spearman": r, "count": n}`` where ``value`` is a
+    Returns ``{"value": [...], "z": [...], "quantiles": [...], "direction": +1|-1,
+    "value_range": [lo, hi], "z_range": [z at lo, z at hi], "spearman": r, "count": n}``
+    (``quantiles``: ``knots`` evenly spaced quantiles of ``z``, for ``sample``) where ``value`` is a
     strictly increasing grid of ``knots`` attribute values spanning the fitted
     range and ``z`` the dim values mapping to them (monotone, increasing when
     ``direction`` is +1).  Plateaus of the isotonic fit are represented by their
@@ -139,6 +145,7 @@ def fit_monotone_map(z: np.ndarray, values: np.ndarray, knots: int = MAP_KNOTS) 
     return {
         "value": grid.astype(np.float32).tolist(),
         "z": z_grid.astype(np.float32).tolist(),
+        "quantiles": np.quantile(z, np.linspace(0.0, 1.0, knots)).astype(np.float32).tolist(),
         "direction": direction,
         "value_range": [lo, hi],
         "z_range": [float(z_grid[0]), float(z_grid[-1])],
@@ -290,6 +297,10 @@ def build_serving_module(
         np.array([maps[n]["value"] for n in names] or [np.zeros(MAP_KNOTS)], np.float32)
     )
     map_z = tf.constant(np.array([maps[n]["z"] for n in names] or [np.zeros(MAP_KNOTS)], np.float32))
+    # the regularised dims' marginals, drawn by ``sample`` (see the module docstring)
+    marginal_dims = [int(maps[n]["dim"]) for n in names if "quantiles" in maps[n]]
+    marginal_quantiles = [np.asarray(maps[n]["quantiles"], np.float32) for n in names if "quantiles" in maps[n]]
+    marginal_levels = [tf.constant(np.linspace(0.0, 1.0, len(q)), tf.float32) for q in marginal_quantiles]
     attr_columns = tf.constant([attrs.attribute_index(n) for n in names] or [0], tf.int32)
     metadata_json = tf.constant(json.dumps(metadata))
     sample_tokens_t = tf.constant(np.asarray(sample_tokens, np.int32).reshape(-1, ticks))
@@ -394,6 +405,10 @@ def build_serving_module(
     def sample(n, seed, temperature):
         with tf.control_dependencies([tf.debugging.assert_non_negative(n, message="n must be >= 0")]):
             z = tf.random.stateless_normal(tf.stack([n, z_dim]), seed=tf.stack([seed, 7919]))
+            u = tf.random.stateless_uniform(tf.stack([n, max(1, len(marginal_dims))]), seed=tf.stack([seed, 7920]))
+        if marginal_dims:
+            for i, (dim, levels, quantiles) in enumerate(zip(marginal_dims, marginal_levels, marginal_quantiles)):
+                z = set_dim(z, dim, _interp(u[:, i], levels, tf.constant(quantiles)))
         return {"tokens": model_decode(z, check_temperature(temperature), seed), "z": z}
 
     @tf.function(input_signature=[tokens_spec, attr_spec, values_spec, temp_spec, seed_spec])

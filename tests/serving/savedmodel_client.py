@@ -77,6 +77,7 @@ def run(path: str) -> dict:
     out["sample_z"] = _np(s1["z"])
     out["sample_repeatable"] = bool(np.array_equal(s1["tokens"].numpy(), s2["tokens"].numpy()))
     out["sample_other_seed_z"] = _np(m.sample(n=5, seed=4, temperature=0.0)["z"])
+    out["sample_many_z"] = _np(m.sample(n=2000, seed=5, temperature=0.0)["z"])
     out["sample_empty_shape"] = list(m.sample(n=0, seed=3, temperature=0.0)["tokens"].shape)
     out["sample_decoded"] = _np(m.decode(z=s1["z"], temperature=0.0, seed=0)["tokens"])
 

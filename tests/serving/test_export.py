@@ -102,6 +102,22 @@ def test_sample_from_the_prior(client):
     assert client["sample_empty_shape"] == [0, 24]
 
 
+def test_sample_draws_regularised_dims_from_their_data_marginal(client):
+    z = np.array(client["sample_many_z"])
+    maps = client["metadata"]["attribute_maps"]
+    assert maps, "the quick model regularises two dims"
+    for name, fitted in maps.items():
+        stored = np.array(fitted["quantiles"])
+        assert len(stored) == len(fitted["z"]) and np.all(np.diff(stored) >= 0)
+        drawn = z[:, fitted["dim"]]
+        assert stored[0] - 1e-5 <= drawn.min() and drawn.max() <= stored[-1] + 1e-5, name
+        levels = np.linspace(0, 1, len(stored))
+        for q in (0.1, 0.5, 0.9):
+            assert abs(np.quantile(drawn, q) - np.interp(q, levels, stored)) < 0.05 * np.ptp(stored) + 1e-6, (name, q)
+    free = np.delete(z, [m["dim"] for m in maps.values()], axis=1)
+    assert abs(free.mean()) < 0.05 and abs(free.std() - 1.0) < 0.05  # the prior elsewhere
+
+
 def test_traverse_sets_the_dim_and_decodes(client):
     meta = client["metadata"]
     dim = meta["attribute_maps"][client["set_attribute_name"]]["dim"]
