@@ -298,9 +298,8 @@ def build_serving_module(
     )
     map_z = tf.constant(np.array([maps[n]["z"] for n in names] or [np.zeros(MAP_KNOTS)], np.float32))
     # the regularised dims' marginals, drawn by ``sample`` (see the module docstring)
-    marginal_dims = [int(maps[n]["dim"]) for n in names if "quantiles" in maps[n]]
-    marginal_quantiles = [np.asarray(maps[n]["quantiles"], np.float32) for n in names if "quantiles" in maps[n]]
-    marginal_levels = [tf.constant(np.linspace(0.0, 1.0, len(q)), tf.float32) for q in marginal_quantiles]
+    quantile_levels = tf.constant(np.linspace(0.0, 1.0, MAP_KNOTS), tf.float32)
+    marginals = [(dim, tf.constant(maps[n]["quantiles"], tf.float32)) for n, dim in zip(names, dims_of_names)]
     attr_columns = tf.constant([attrs.attribute_index(n) for n in names] or [0], tf.int32)
     metadata_json = tf.constant(json.dumps(metadata))
     sample_tokens_t = tf.constant(np.asarray(sample_tokens, np.int32).reshape(-1, ticks))
@@ -405,10 +404,9 @@ def build_serving_module(
     def sample(n, seed, temperature):
         with tf.control_dependencies([tf.debugging.assert_non_negative(n, message="n must be >= 0")]):
             z = tf.random.stateless_normal(tf.stack([n, z_dim]), seed=tf.stack([seed, 7919]))
-            u = tf.random.stateless_uniform(tf.stack([n, max(1, len(marginal_dims))]), seed=tf.stack([seed, 7920]))
-        if marginal_dims:
-            for i, (dim, levels, quantiles) in enumerate(zip(marginal_dims, marginal_levels, marginal_quantiles)):
-                z = set_dim(z, dim, _interp(u[:, i], levels, tf.constant(quantiles)))
+            u = tf.random.stateless_uniform(tf.stack([n, max(1, len(marginals))]), seed=tf.stack([seed, 7920]))
+        for i, (dim, quantiles) in enumerate(marginals):
+            z = set_dim(z, dim, _interp(u[:, i], quantile_levels, quantiles))
         return {"tokens": model_decode(z, check_temperature(temperature), seed), "z": z}
 
     @tf.function(input_signature=[tokens_spec, attr_spec, values_spec, temp_spec, seed_spec])

@@ -175,12 +175,16 @@ def _flat(d: dict, prefix: str = "") -> Dict[str, object]:
     return out
 
 
-def _with_defaults(sections: dict, full: dict) -> dict:
-    """Fill regularization fields a workdir written by an older version lacks with their defaults."""
-    if sections.get("regularization"):
-        z_dim = int(full.get("model", {}).get("z_dim", 0)) or 1 << 30
-        sections = dict(sections, regularization=normalize_mapping(sections["regularization"], z_dim))
-    return sections
+def _architecture(config: dict) -> Dict[str, object]:
+    """The flattened network-defining fields of a config dict.
+
+    Regularization entries are normalised, so a field a workdir written by an
+    older version lacks counts as its default.
+    """
+    sections = {k: config.get(k, {}) for k in _ARCHITECTURE_SECTIONS}
+    if sections["regularization"]:
+        sections["regularization"] = normalize_mapping(sections["regularization"], int(config["model"]["z_dim"]))
+    return _flat(sections)
 
 
 def _check_resume_compatible(workdir: str, config) -> None:
@@ -189,8 +193,7 @@ def _check_resume_compatible(workdir: str, config) -> None:
         return
     old, _ = read_workdir_config(workdir)
     new = configs_loader.to_dict(config)
-    old_flat = _flat(_with_defaults({k: old.get(k, {}) for k in _ARCHITECTURE_SECTIONS}, old))
-    new_flat = _flat(_with_defaults({k: new.get(k, {}) for k in _ARCHITECTURE_SECTIONS}, new))
+    old_flat, new_flat = _architecture(old), _architecture(new)
     diffs = [
         f"{key}: {old_flat.get(key)!r} -> {new_flat.get(key)!r}"
         for key in sorted(set(old_flat) | set(new_flat))

@@ -56,8 +56,6 @@ DEFAULT_DISTANCE_SCALE = {
 }
 DEFAULTS = {"gamma": 1.0, "delta": 10.0, "loss": "l1", "target": "sign"}
 _FIELDS = ("dim", "gamma", "delta", "loss", "target", "scale", "consistency")
-# attributes with a differentiable expected value: the ones the consistency loss supports
-CONSISTENCY_ATTRIBUTES = SOFT_ATTRIBUTES
 
 
 def normalize_mapping(
@@ -99,10 +97,10 @@ def normalize_mapping(
             raise ValueError(f"{where}.gamma={full['gamma']!r} must be >= 0")
         if not float(full["consistency"]) >= 0.0:
             raise ValueError(f"{where}.consistency={full['consistency']!r} must be >= 0")
-        if float(full["consistency"]) > 0.0 and name not in CONSISTENCY_ATTRIBUTES:
+        if float(full["consistency"]) > 0.0 and name not in SOFT_ATTRIBUTES:  # needs an expected value
             raise ValueError(
                 f"{where}.consistency={full['consistency']!r}: {name!r} has no differentiable form; "
-                f"the consistency loss supports {', '.join(CONSISTENCY_ATTRIBUTES)}"
+                f"the consistency loss supports {', '.join(SOFT_ATTRIBUTES)}"
             )
         if not float(full["delta"]) > 0.0:
             raise ValueError(f"{where}.delta={full['delta']!r} must be > 0")
