@@ -25,14 +25,13 @@ convention of ``data/measures.py``); bars with no note are rests.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from music_attr_vae import render
+from music_attr_vae import fileio, render
 from music_attr_vae.data import attributes as attrs
 from music_attr_vae.data import measures
 
@@ -304,7 +303,7 @@ def write_outputs(out_dir: str, tune: Tune, result: EditResult) -> Dict[str, str
     render.write_abc(result.before, paths["original_abc"], title=tune.title, transpose=back, key=key)
     save_before_after(paths["picture"], tune, result)
     report = dict(result.report, files={k: os.path.basename(v) for k, v in paths.items()})
-    render.write_text_atomic(paths["report"], json.dumps(report, indent=1) + "\n")
+    fileio.write_json(paths["report"], report)
     return paths
 
 

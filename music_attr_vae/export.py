@@ -63,11 +63,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from typing import Dict, List, Optional
 
 import numpy as np
 
+from music_attr_vae import fileio
 from music_attr_vae.data import attributes as attrs
 from music_attr_vae.data import measures
 
@@ -502,36 +502,18 @@ def export_saved_model(
     metadata = build_metadata(config, maps, fit_info)
     module = build_serving_module(model, config, maps, sample_tokens, metadata, jit_compile=jit_compile)
     signatures = {name: getattr(module, name).get_concrete_function() for name in _SIGNATURE_NAMES}
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(export_dir)}.tmp-")
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; an export is meant to be shared
+    tmp = fileio.make_temp_dir(export_dir)
     try:
         tf.saved_model.save(module, tmp, signatures=signatures)
         assets = os.path.join(tmp, "assets")
         os.makedirs(assets, exist_ok=True)
         with open(os.path.join(assets, "metadata.json"), "w", encoding="utf-8") as f:
             json.dump(metadata, f, indent=1)
-        _swap_into_place(tmp, export_dir)
+        fileio.swap_dir_into_place(tmp, export_dir)
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
     return export_dir
-
-
-def _swap_into_place(new_dir: str, target: str) -> None:
-    """Rename ``new_dir`` to ``target``, moving an existing ``target`` aside first."""
-    old = None
-    if os.path.exists(target):
-        old = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}.old-")
-        os.rmdir(old)
-        os.replace(target, old)
-    try:
-        os.replace(new_dir, target)
-    except BaseException:
-        if old is not None:
-            os.replace(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_metadata(export_dir: str) -> dict:

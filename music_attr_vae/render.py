@@ -16,14 +16,12 @@ an ABC tie ``-``), while the same pitch struck again on tick 0 is a new note
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
-import tempfile
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from music_attr_vae import fileio
 from music_attr_vae.data import measures
 
 TWELFTHS_PER_BEAT = 12
@@ -216,23 +214,9 @@ def _new_figure(width: float, height: float):
     return fig
 
 
-@contextlib.contextmanager
-def _atomic_target(path: str, suffix: str = ""):
-    """Yield a temp path beside ``path``; on success rename it onto ``path``, else remove it."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def save_figure(fig, path: str) -> None:
     """Save a matplotlib figure as PNG atomically (temp file + rename)."""
-    with _atomic_target(path, ".png") as tmp:
+    with fileio.atomic_path(path, ".png") as tmp:
         fig.savefig(tmp, format="png", bbox_inches="tight")
 
 
@@ -280,7 +264,7 @@ def write_midi(tokens, path: str, qpm: float = measures.DEFAULT_QPM, transpose: 
     import note_seq
 
     seq = tokens_to_note_sequence(tokens, transpose, qpm)
-    with _atomic_target(path, ".mid") as tmp:
+    with fileio.atomic_path(path, ".mid") as tmp:
         note_seq.sequence_proto_to_midi_file(seq, tmp)
 
 
@@ -535,11 +519,5 @@ def tokens_to_abc(
 
 def write_abc(tokens, path: str, **kwargs) -> None:
     """Write :func:`tokens_to_abc` text to ``path`` atomically."""
-    write_text_atomic(path, tokens_to_abc(tokens, **kwargs))
+    fileio.write_text(path, tokens_to_abc(tokens, **kwargs))
 
-
-def write_text_atomic(path: str, text: str) -> None:
-    """Write a text file via a temp file in the same directory and a rename."""
-    with _atomic_target(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)

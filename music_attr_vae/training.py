@@ -44,7 +44,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -52,7 +51,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from music_attr_vae import configs_loader
+from music_attr_vae import configs_loader, fileio
 from music_attr_vae import training_callbacks as cb
 from music_attr_vae.model.regularization import normalize_mapping
 from music_attr_vae.model.vae import MeasureVAE, build_model, resolve_matmul_dtype
@@ -73,19 +72,6 @@ class NonFiniteLossError(RuntimeError):
 
 
 # ---------------------------------------------------------------- small helpers
-
-
-def _write_json_atomic(path: str, data) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _log_event(workdir: str, event: str, **fields) -> None:
@@ -367,7 +353,7 @@ def _write_config(workdir: str, config, data_dir: str, run: dict) -> None:
     data = configs_loader.to_dict(config)
     data["data_dir"] = os.path.abspath(data_dir)
     data["run"] = run
-    _write_json_atomic(os.path.join(workdir, CONFIG_FILE), data)
+    fileio.write_json(os.path.join(workdir, CONFIG_FILE), data, sort_keys=True)
 
 
 def _plain_copy(model: MeasureVAE, config, strategy) -> MeasureVAE:

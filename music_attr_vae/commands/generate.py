@@ -17,12 +17,13 @@ and attributes, and how often the attribute rose from one step to the next).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 import numpy as np
 from absl import flags
+
+from music_attr_vae import fileio
 
 FLAGS = flags.FLAGS
 
@@ -118,7 +119,7 @@ def run(served, out_dir: str) -> dict:
         )
         for t, row in enumerate(rows)
     )
-    render.write_text_atomic(paths["abc"], abc)
+    fileio.write_text(paths["abc"], abc)
     render.save_piano_roll_rows(rows, paths["png"], titles, options)
     document = {
         "saved_model": served.path,
@@ -135,7 +136,7 @@ def run(served, out_dir: str) -> dict:
     }
     if column is not None:
         document["rising_steps"] = float(np.mean([t["rising_steps"] for t in traversals]))
-    render.write_text_atomic(paths["json"], json.dumps(document, indent=1) + "\n")
+    fileio.write_json(paths["json"], document)
     return document
 
 

@@ -34,6 +34,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from note_seq.protobuf import music_pb2
 
+from music_attr_vae import fileio
+
 MIN_PITCH = 55
 MAX_PITCH = 84
 NUM_PITCHES = MAX_PITCH - MIN_PITCH + 1  # 30
@@ -305,21 +307,10 @@ def tokens_to_sequence(
 
 def tokens_to_midi_file(tokens, path: str, qpm: float = DEFAULT_QPM) -> None:
     """Write token measures to a MIDI file atomically."""
-    import os
-    import tempfile
-
     import note_seq
 
-    seq = tokens_to_sequence(tokens, qpm=qpm)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".mid.tmp")
-    os.close(fd)
-    try:
-        note_seq.sequence_proto_to_midi_file(seq, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with fileio.atomic_path(path, ".mid") as tmp:
+        note_seq.sequence_proto_to_midi_file(tokens_to_sequence(tokens, qpm=qpm), tmp)
 
 
 def describe(tokens: Sequence[int]) -> str:

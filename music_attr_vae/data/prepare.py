@@ -45,11 +45,11 @@ import os
 import shutil
 import struct
 import sys
-import tempfile
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from music_attr_vae import fileio
 from music_attr_vae.data import attributes, measures
 
 SPLITS = ("train", "validation", "test")
@@ -650,14 +650,7 @@ def _install(tmp_dir: str, out: str) -> None:
     """Move the finished temp dir onto ``out``; an old prepared dataset there is replaced."""
     if os.path.isdir(out) and not os.listdir(out):
         os.rmdir(out)
-    if os.path.exists(out):
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=os.path.dirname(out))
-        os.rmdir(old)
-        os.rename(out, old)
-        os.rename(tmp_dir, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp_dir, out)
+    fileio.swap_dir_into_place(tmp_dir, out)
 
 
 def prepare(
@@ -728,7 +721,7 @@ def _build_and_write(results, out, files, fractions, seed, num_shards, params) -
         entry["records"].extend(r.records)
         entry["attrs"].append(r.attribute_summary)
 
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=os.path.dirname(out))
+    tmp = fileio.make_temp_dir(out)
     try:
         splits_summary = {}
         for split in SPLITS:

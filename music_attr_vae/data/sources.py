@@ -35,13 +35,13 @@ import glob as globlib
 import hashlib
 import json
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from typing import List, Optional, Sequence, Union
 
 from note_seq.protobuf import music_pb2
 
+from music_attr_vae import fileio
 from music_attr_vae.data import abc_reader
 from music_attr_vae.data.abc_reader import SkipTune
 
@@ -270,17 +270,6 @@ def default_cache_dir() -> str:
     return os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "music_attr_vae")
 
 
-def _write_json_atomic(path: str, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def download(url: str, path: str, timeout: float = DOWNLOAD_TIMEOUT_S) -> str:
     """Fetch ``url`` into ``path`` atomically (temp file in the same directory, then rename); returns sha256.
 
@@ -288,15 +277,13 @@ def download(url: str, path: str, timeout: float = DOWNLOAD_TIMEOUT_S) -> str:
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".part")
     digest = hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb") as out:
+        with fileio.atomic_path(path, ".part") as tmp, open(tmp, "wb") as out:
             with urllib.request.urlopen(url, timeout=timeout) as response:
                 for block in iter(lambda: response.read(1 << 16), b""):
                     out.write(block)
                     digest.update(block)
-        os.replace(tmp, path)
     except urllib.error.HTTPError as err:
         raise SourceError(
             f"could not download {url}: the server answered HTTP {err.code} {err.reason}. "
@@ -308,9 +295,6 @@ def download(url: str, path: str, timeout: float = DOWNLOAD_TIMEOUT_S) -> str:
             f"could not download {url} ({reason}): this machine looks offline or the URL is unreachable. "
             f"Fetch the file elsewhere and pass --source=PATH (a local file or directory) instead"
         ) from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return digest.hexdigest()
 
 
@@ -341,5 +325,5 @@ def fetch_folk_rnn(cache_dir: Optional[str] = None, url: Optional[str] = None,
     if os.path.getsize(path) == 0:
         os.remove(path)
         raise SourceError(f"the download from {url} is empty")
-    _write_json_atomic(record_path, {"url": url, "sha256": sha, "bytes": os.path.getsize(path)})
+    fileio.write_json(record_path, {"url": url, "sha256": sha, "bytes": os.path.getsize(path)}, indent=2, sort_keys=True)
     return path

@@ -20,6 +20,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from music_attr_vae import fileio
 from music_attr_vae.data import attributes as attrs
 from music_attr_vae.evaluation import evaluate as ev
 from music_attr_vae.evaluation import figures
@@ -171,7 +172,7 @@ def compare(paths: Sequence[str], output: Optional[str] = None, *, names: Option
         grids = write_figure_grids(results, eval_dirs, os.path.splitext(output)[0])
         if grids:
             text += "\n" + "\n".join(f"![{k}]({os.path.basename(p)})" for k, p in grids.items()) + "\n"
-        figures.write_bytes_atomically(text.encode("utf-8"), output)
+        fileio.write_text(output, text)
     return text
 
 

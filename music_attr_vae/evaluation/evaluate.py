@@ -55,12 +55,12 @@ import datetime
 import json
 import logging
 import os
-import tempfile
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from music_attr_vae import fileio
 from music_attr_vae.data import attributes as attrs
 from music_attr_vae.data import measures
 from music_attr_vae.evaluation import figures, metrics
@@ -630,20 +630,12 @@ def _jsonable(value):
 def write_json_atomically(path: str, data: dict) -> None:
     """JSON (no NaN: non-finite numbers become null) through a temp file and a rename."""
     text = json.dumps(_jsonable(data), indent=2, allow_nan=False)
-    figures.write_bytes_atomically((text + "\n").encode("utf-8"), path)
+    fileio.write_text(path, text + "\n")
 
 
 def _save_npz_atomically(path: str, arrays: Dict[str, np.ndarray]) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".npz")
-    os.close(fd)
-    try:
+    with fileio.atomic_path(path, ".npz") as tmp:
         np.savez(tmp, **arrays)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def load_metrics(eval_dir: str) -> dict:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import matplotlib
@@ -28,6 +27,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from music_attr_vae import fileio  # noqa: E402
 from music_attr_vae.data import attributes as attrs  # noqa: E402
 
 PANEL_SIZE = (3.6, 3.0)  # inches per panel (width, height)
@@ -209,21 +209,6 @@ def figure_png(fig: Figure, dpi: int = 110) -> bytes:
     return buffer.getvalue()
 
 
-def write_bytes_atomically(data: bytes, path: str) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; results are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def save_figure(fig: Figure, path: str, *, tensorboard_dir: Optional[str] = None, tag: Optional[str] = None,
                 step: int = 0, dpi: int = 110) -> bytes:
     """Save ``fig`` as PNG at ``path`` (atomically); log it to TensorBoard when a dir is given.
@@ -232,7 +217,7 @@ def save_figure(fig: Figure, path: str, *, tensorboard_dir: Optional[str] = None
     in ``tensorboard_dir`` (e.g. DIR/tensorboard/eval).  Returns the PNG bytes.
     """
     png = figure_png(fig, dpi)
-    write_bytes_atomically(png, path)
+    fileio.write_bytes(path, png)
     if tensorboard_dir:
         log_png_to_tensorboard(png, tensorboard_dir, tag or os.path.splitext(os.path.basename(path))[0], step)
     return png

@@ -217,32 +217,6 @@ def test_fit_monotone_map_falling_and_flat():
     assert flat["value_range"] == pytest.approx([0.3, 0.3]) and np.ptp(flat["z"]) == 0
 
 
-def test_swap_into_place_replaces_and_restores(tmp_path, monkeypatch):
-    target = tmp_path / "saved_model"
-    target.mkdir()
-    (target / "old").write_text("old")
-    new = tmp_path / "new"
-    new.mkdir()
-    (new / "fresh").write_text("fresh")
-    export._swap_into_place(str(new), str(target))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved_model"]
-    assert (target / "fresh").read_text() == "fresh"
-
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    real_replace = os.replace
-
-    def failing_replace(src, dst):
-        if src == str(broken):
-            raise OSError("disk full")
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(export.os, "replace", failing_replace)
-    with pytest.raises(OSError, match="disk full"):
-        export._swap_into_place(str(broken), str(target))
-    assert (target / "fresh").read_text() == "fresh"  # the previous export is back in place
-
-
 def test_served_model_client_errors(saved_model_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="saved_model.pb"):
         export.ServedModel(str(tmp_path))
