@@ -59,6 +59,7 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from scipy import special
 
 from music_attr_vae import fileio
 from music_attr_vae.data import attributes as attrs
@@ -166,7 +167,7 @@ class LatentModel:
 
         def stats(z_batch, token_batch):
             logits = np.asarray(self._logits_batch(z_batch, token_batch), np.float64)
-            log_probs = logits - _logsumexp(logits)
+            log_probs = logits - special.logsumexp(logits, axis=-1, keepdims=True)
             picked = np.take_along_axis(log_probs, token_batch[..., None].astype(np.int64), axis=-1)[..., 0]
             return (logits.argmax(-1) == token_batch), -picked
 
@@ -174,11 +175,6 @@ class LatentModel:
         correct = np.concatenate([p[0] for p in parts])
         nll = np.concatenate([p[1] for p in parts])
         return float(correct.mean()), float(nll.mean())
-
-
-def _logsumexp(x: np.ndarray) -> np.ndarray:
-    top = x.max(-1, keepdims=True)
-    return top + np.log(np.exp(x - top).sum(-1, keepdims=True))
 
 
 class KerasLatentModel(LatentModel):
