@@ -263,10 +263,15 @@ class SavedModelLatentModel(LatentModel):
 # ---------------------------------------------------------------- metric groups
 
 
-def reconstruction_metrics(model: LatentModel, tokens: np.ndarray, z_mean: np.ndarray, z_log_var: np.ndarray) -> dict:
+def reconstruction_metrics(model: LatentModel, tokens: np.ndarray, z_mean: np.ndarray, z_log_var: np.ndarray,
+                           decoded: Optional[np.ndarray] = None) -> dict:
     """Token accuracy free-running (greedy decode of z_mean: the headline) and teacher-forced,
-    NLL per token (teacher-forced, at z_mean) and the KL term per measure."""
-    decoded = model.decode(z_mean)
+    NLL per token (teacher-forced, at z_mean) and the KL term per measure.
+
+    ``decoded`` (the free-running decode of ``z_mean``) is computed when not given.
+    """
+    if decoded is None:
+        decoded = model.decode(z_mean)
     out = {
         "token_accuracy_free_running": float(np.mean(decoded == tokens)),
         "measure_accuracy_free_running": float(np.mean(np.all(decoded == tokens, axis=1))),
@@ -428,11 +433,56 @@ def _strip_rows(model: LatentModel, z: np.ndarray, info: ModelInfo, per_attribut
 # ---------------------------------------------------------------- driver
 
 
+def seen_in(tokens: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Boolean (N,): whether each measure of ``tokens`` occurs, token for token, among ``reference``'s rows."""
+    def rows(array):
+        array = np.ascontiguousarray(np.asarray(array, np.int8).reshape(len(array), -1))
+        return array.view(np.dtype((np.void, array.shape[1]))).ravel()
+
+    if len(tokens) == 0 or len(reference) == 0:
+        return np.zeros(len(tokens), bool)
+    return np.isin(rows(tokens), rows(reference))
+
+
+def attribute_metrics(model: LatentModel, z_mean: np.ndarray, attribute_values: np.ndarray,
+                      regularised: Dict[str, int], options: EvalOptions) -> Tuple[Dict[str, dict], dict]:
+    """:func:`latent_metrics` plus each attribute's :func:`controllability` along its probe dim."""
+    per_attribute, disentanglement = latent_metrics(z_mean, attribute_values, regularised, options)
+    for name in attrs.ATTRIBUTE_NAMES:
+        entry = per_attribute[name]
+        direction = 1 if entry["regularised"] or entry["spearman_signed"] >= 0 else -1
+        entry["controllability"] = controllability(model, z_mean, name, entry["probe_dim"], direction, options)
+    return per_attribute, disentanglement
+
+
+def subset_metrics(model: LatentModel, info: ModelInfo, tokens: np.ndarray, attribute_values: np.ndarray,
+                   z_mean: np.ndarray, z_log_var: np.ndarray, decoded: np.ndarray, masks: Dict[str, np.ndarray],
+                   options: EvalOptions) -> Dict[str, dict]:
+    """Every reconstruction and attribute metric again on each masked subset of the test measures.
+
+    A subset with fewer than 2 measures is reported with its size and no metrics.
+    """
+    out = {}
+    for subset, mask in masks.items():
+        n = int(mask.sum())
+        if n < 2:
+            out[subset] = {"n": n}
+            continue
+        reconstruction = reconstruction_metrics(model, tokens[mask], z_mean[mask], z_log_var[mask], decoded[mask])
+        per_attribute, disentanglement = attribute_metrics(model, z_mean[mask], attribute_values[mask],
+                                                           info.regularised_dims(), options)
+        out[subset] = {"n": n, "reconstruction": reconstruction, "attributes": per_attribute,
+                       "disentanglement": disentanglement,
+                       "summary": summarise(reconstruction, per_attribute, disentanglement)}
+    return out
+
+
 def summarise(reconstruction: dict, per_attribute: Dict[str, dict], disentanglement: dict) -> dict:
     """The headline numbers of the results table."""
     values = list(per_attribute.values())
     return {
         "reconstruction_accuracy": reconstruction["token_accuracy_free_running"],
+        "measure_accuracy": reconstruction["measure_accuracy_free_running"],
         "interpretability_mean": float(np.mean([v["interpretability"]["r2"] for v in values])),
         "spearman_mean": float(np.mean([v["spearman"] for v in values])),
         "isotonic_r2_mean": float(np.mean([v["isotonic_r2"] for v in values])),
@@ -445,10 +495,14 @@ def summarise(reconstruction: dict, per_attribute: Dict[str, dict], disentanglem
 
 def evaluate(model: LatentModel, info: ModelInfo, tokens: np.ndarray, attribute_values: np.ndarray, *,
              data_dir: str, output_dir: str, tensorboard_dir: Optional[str] = None,
-             options: Optional[EvalOptions] = None, timing: Optional[Dict[str, float]] = None) -> dict:
+             options: Optional[EvalOptions] = None, timing: Optional[Dict[str, float]] = None,
+             seen: Optional[np.ndarray] = None) -> dict:
     """Evaluate ``model`` on test measures; write metrics.json (+ figures) into ``output_dir``.
 
-    Returns the metrics dict that was written.
+    ``seen`` (bool, one per measure) marks the test measures that also occur
+    in the training data; every metric is then reported again for the seen and
+    the unseen measures (``subsets``), and the summary carries the unseen
+    accuracies beside the headline.  Returns the metrics dict that was written.
     """
     options = options or EvalOptions()
     timing = dict(timing or {})
@@ -470,15 +524,20 @@ def evaluate(model: LatentModel, info: ModelInfo, tokens: np.ndarray, attribute_
 
     z_mean, z_log_var = model.encode(tokens)
     lap("encode")
-    reconstruction = reconstruction_metrics(model, tokens, z_mean, z_log_var)
+    decoded = model.decode(z_mean)
+    reconstruction = reconstruction_metrics(model, tokens, z_mean, z_log_var, decoded)
     lap("reconstruction")
-    per_attribute, disentanglement = latent_metrics(z_mean, attribute_values, info.regularised_dims(), options)
-    lap("latent_metrics")
-    for k, name in enumerate(attrs.ATTRIBUTE_NAMES):
-        entry = per_attribute[name]
-        direction = 1 if entry["regularised"] or entry["spearman_signed"] >= 0 else -1
-        entry["controllability"] = controllability(model, z_mean, name, entry["probe_dim"], direction, options)
-    lap("controllability")
+    per_attribute, disentanglement = attribute_metrics(model, z_mean, attribute_values, info.regularised_dims(),
+                                                       options)
+    lap("attribute_metrics")
+    subsets: Dict[str, dict] = {}
+    if seen is not None:
+        seen = np.asarray(seen, bool)
+        if seen.shape != (len(tokens),):
+            raise ValueError(f"seen must hold one flag per test measure ({len(tokens)}); got shape {seen.shape}")
+        subsets = subset_metrics(model, info, tokens, attribute_values, z_mean, z_log_var, decoded,
+                                 {"seen": seen, "unseen": ~seen}, options)
+        lap("subsets")
     figure_files: Dict[str, str] = {}
     if options.figures:
         figure_files, figure_data = make_figures(model, info, z_mean, attribute_values, per_attribute,
@@ -486,15 +545,21 @@ def evaluate(model: LatentModel, info: ModelInfo, tokens: np.ndarray, attribute_
         _save_npz_atomically(os.path.join(output_dir, FIGURE_DATA_FILE), figure_data)
         lap("figures")
     summary = summarise(reconstruction, per_attribute, disentanglement)
+    unseen_summary = (subsets.get("unseen") or {}).get("summary") or {}
+    summary["reconstruction_accuracy_unseen"] = unseen_summary.get("reconstruction_accuracy")
+    summary["measure_accuracy_unseen"] = unseen_summary.get("measure_accuracy")
     timing["total"] = round(sum(v for k, v in timing.items() if k != "total"), 3)
     result = {
         "schema_version": SCHEMA_VERSION,
         "model": {"name": info.name, "config": info.config_name, "source": info.source, "path": info.path,
                   "z_dim": info.z_dim, "regularization": info.regularization},
-        "data": {"data_dir": data_dir, "split": "test", "n_test": int(len(tokens))},
+        "data": {"data_dir": data_dir, "split": "test", "n_test": int(len(tokens)),
+                 "n_seen": None if seen is None else int(seen.sum()),
+                 "n_unseen": None if seen is None else int((~seen).sum())},
         "reconstruction": reconstruction,
         "attributes": per_attribute,
         "disentanglement": disentanglement,
+        "subsets": subsets,
         "summary": summary,
         "figures": figure_files,
         "options": dataclasses.asdict(options),
@@ -543,6 +608,13 @@ def _load_test(data_dir: str) -> Tuple[np.ndarray, np.ndarray]:
     return np.asarray(arrays["tokens"], np.int32), np.asarray(arrays["attributes"], np.float32)
 
 
+def _seen_in_training(data_dir: str, tokens: np.ndarray) -> np.ndarray:
+    """Which test measures also occur, token for token, in the training split of ``data_dir``."""
+    from music_attr_vae.data import loader
+
+    return seen_in(tokens, loader.load_arrays(data_dir, "train")["tokens"])
+
+
 def evaluate_workdir(workdir: str, *, data_dir: Optional[str] = None, output_dir: Optional[str] = None,
                      name: Optional[str] = None, options: Optional[EvalOptions] = None) -> dict:
     """Evaluate the latest checkpoint of a training workdir; writes DIR/eval/ and DIR/tensorboard/eval."""
@@ -564,7 +636,8 @@ def evaluate_workdir(workdir: str, *, data_dir: Optional[str] = None, output_dir
     timing = {"load": round(time.perf_counter() - start, 3)}
     return evaluate(latent_model, info, tokens, attribute_values, data_dir=data_dir,
                     output_dir=output_dir or os.path.join(workdir, "eval"),
-                    tensorboard_dir=os.path.join(workdir, "tensorboard", "eval"), options=options, timing=timing)
+                    tensorboard_dir=os.path.join(workdir, "tensorboard", "eval"), options=options, timing=timing,
+                    seen=_seen_in_training(data_dir, tokens))
 
 
 def evaluate_saved_model(saved_model: str, data_dir: str, *, output_dir: Optional[str] = None,
@@ -602,7 +675,8 @@ def evaluate_saved_model(saved_model: str, data_dir: str, *, output_dir: Optiona
         output_dir = os.path.join(parent, "eval")
         tensorboard_dir = os.path.join(parent, "tensorboard", "eval")
     return evaluate(latent_model, info, tokens, attribute_values, data_dir=os.path.abspath(data_dir),
-                    output_dir=output_dir, tensorboard_dir=tensorboard_dir, options=options, timing=timing)
+                    output_dir=output_dir, tensorboard_dir=tensorboard_dir, options=options, timing=timing,
+                    seen=_seen_in_training(os.path.abspath(data_dir), tokens))
 
 
 # ---------------------------------------------------------------- files
