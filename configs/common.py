@@ -31,6 +31,8 @@ Field reference:
 ``train.lr_schedule``            'constant' or 'cosine' (decays to lr_final_fraction * lr over the run).
 ``train.lr_warmup_steps``        linear warm-up steps.
 ``train.weight_decay``           AdamW decoupled weight decay (0 = plain Adam).
+``train.token_dropout``          probability that a teacher-forced previous token is replaced by START
+                                 (word dropout: the decoder must read z instead of copying its inputs).
 ``train.clipnorm``               global gradient-norm clip (0 = off).
 ``train.beta``                   KL weight (our recon is a per-token mean: beta = 1/24 is the plain ELBO).
 ``train.beta_anneal_steps``      linear warm-up of beta from 0 (0 = constant).
@@ -96,6 +98,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.lr_final_fraction = 0.05
     config.train.lr_warmup_steps = 0
     config.train.weight_decay = 0.0
+    config.train.token_dropout = 0.0
     config.train.clipnorm = 0.0
     config.train.beta = 0.001
     config.train.beta_anneal_steps = 0

@@ -43,7 +43,6 @@ import keras
 import tensorflow as tf
 
 from music_attr_vae.data.attributes import ATTRIBUTE_NAMES
-from music_attr_vae.model.soft_attributes import SOFT_ATTRIBUTES
 
 LOSSES = ("l1", "mse")
 TARGETS = ("sign", "distance")
@@ -65,8 +64,7 @@ def normalize_mapping(
 
     Raises ValueError naming the attribute and the field for: an unknown
     attribute, an unknown field, a dim outside [0, z_dim), two attributes on
-    one dim, a negative gamma or consistency weight, a consistency weight on an
-    attribute without a differentiable form (contour), a non-positive delta or
+    one dim, a negative gamma or consistency weight, a non-positive delta or
     scale, or a loss/target outside the supported sets.  Plain dicts and
     ConfigDicts are accepted.  ``consistency`` (default 0) weighs the decoder
     consistency loss of ``model/vae.py``; it does not change this layer's value.
@@ -97,11 +95,6 @@ def normalize_mapping(
             raise ValueError(f"{where}.gamma={full['gamma']!r} must be >= 0")
         if not float(full["consistency"]) >= 0.0:
             raise ValueError(f"{where}.consistency={full['consistency']!r} must be >= 0")
-        if float(full["consistency"]) > 0.0 and name not in SOFT_ATTRIBUTES:  # needs an expected value
-            raise ValueError(
-                f"{where}.consistency={full['consistency']!r}: {name!r} has no differentiable form; "
-                f"the consistency loss supports {', '.join(SOFT_ATTRIBUTES)}"
-            )
         if not float(full["delta"]) > 0.0:
             raise ValueError(f"{where}.delta={full['delta']!r} must be > 0")
         if not float(full["scale"]) > 0.0:
