@@ -496,18 +496,19 @@ def summarise(reconstruction: dict, per_attribute: Dict[str, dict], disentanglem
 def evaluate(model: LatentModel, info: ModelInfo, tokens: np.ndarray, attribute_values: np.ndarray, *,
              data_dir: str, output_dir: str, tensorboard_dir: Optional[str] = None,
              options: Optional[EvalOptions] = None, timing: Optional[Dict[str, float]] = None,
-             seen: Optional[np.ndarray] = None) -> dict:
+             seen: Optional[np.ndarray] = None, split: str = "test", source: Optional[str] = None) -> dict:
     """Evaluate ``model`` on test measures; write metrics.json (+ figures) into ``output_dir``.
 
     ``seen`` (bool, one per measure) marks the test measures that also occur
     in the training data; every metric is then reported again for the seen and
     the unseen measures (``subsets``), and the summary carries the unseen
-    accuracies beside the headline.  Returns the metrics dict that was written.
+    accuracies beside the headline.  ``split`` and ``source`` only label the
+    data in the report.  Returns the metrics dict that was written.
     """
     options = options or EvalOptions()
     timing = dict(timing or {})
     if len(tokens) < 2:
-        raise ValueError(f"the test split of {data_dir} has {len(tokens)} measures; need at least 2")
+        raise ValueError(f"the {split} split of {data_dir} has {len(tokens)} measures; need at least 2")
     for name, dim in info.regularised_dims().items():
         if not 0 <= dim < info.z_dim:
             raise ValueError(f"regularisation of {name} uses dim {dim}, outside the {info.z_dim}-dim latent")
@@ -553,7 +554,7 @@ def evaluate(model: LatentModel, info: ModelInfo, tokens: np.ndarray, attribute_
         "schema_version": SCHEMA_VERSION,
         "model": {"name": info.name, "config": info.config_name, "source": info.source, "path": info.path,
                   "z_dim": info.z_dim, "regularization": info.regularization},
-        "data": {"data_dir": data_dir, "split": "test", "n_test": int(len(tokens)),
+        "data": {"data_dir": data_dir, "split": split, "source": source, "n_test": int(len(tokens)),
                  "n_seen": None if seen is None else int(seen.sum()),
                  "n_unseen": None if seen is None else int((~seen).sum())},
         "reconstruction": reconstruction,
@@ -599,13 +600,52 @@ def _config_regularization(config) -> Dict[str, dict]:
     return out
 
 
-def _load_test(data_dir: str) -> Tuple[np.ndarray, np.ndarray]:
+def _load_test(data_dir: str, split: str = "test") -> Tuple[np.ndarray, np.ndarray]:
     from music_attr_vae.data import loader
 
     if not os.path.isdir(data_dir):
         raise FileNotFoundError(f"data dir {data_dir} does not exist")
-    arrays = loader.load_arrays(data_dir, "test")
+    arrays = loader.load_arrays(data_dir, split)
     return np.asarray(arrays["tokens"], np.int32), np.asarray(arrays["attributes"], np.float32)
+
+
+SOURCE_SPLIT = "train"  # a --source corpus is prepared whole, into this one split
+
+
+def source_label(source: str) -> str:
+    """A folder name for the evaluation of ``source``: its base name and a short hash of the whole text."""
+    import hashlib
+    import re
+
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(source.rstrip("/*" + os.sep)) or "source")[:40]
+    return f"source-{base}-{hashlib.sha256(source.encode('utf-8')).hexdigest()[:8]}"
+
+
+def prepare_source(source: str, output_dir: str) -> str:
+    """Prepare another corpus for evaluation: every tune in its own key (no transposition), in one split.
+
+    Written to ``output_dir``/data; returns that data dir.  Tunes that do not
+    fit the model's pitch range untransposed are skipped and counted there.
+    """
+    from music_attr_vae.data import prepare
+
+    os.makedirs(output_dir, exist_ok=True)
+    data_dir = os.path.join(output_dir, "data")
+    prepare.prepare(source, data_dir, max_shift=0, split_fractions=(1.0, 0.0, 0.0), progress=False)
+    return data_dir
+
+
+def _evaluation_data(source: Optional[str], data_dir: str, output_dir: str):
+    """(data dir, split, tokens, attributes, seen) for the test split of ``data_dir`` or for ``source``.
+
+    ``seen`` marks the measures that occur in the training split of ``data_dir``.
+    """
+    if source:
+        eval_dir = prepare_source(source, output_dir)
+        tokens, attribute_values = _load_test(eval_dir, SOURCE_SPLIT)
+        return eval_dir, "all", tokens, attribute_values, _seen_in_training(data_dir, tokens)
+    tokens, attribute_values = _load_test(data_dir)
+    return data_dir, "test", tokens, attribute_values, _seen_in_training(data_dir, tokens)
 
 
 def _seen_in_training(data_dir: str, tokens: np.ndarray) -> np.ndarray:
@@ -616,8 +656,15 @@ def _seen_in_training(data_dir: str, tokens: np.ndarray) -> np.ndarray:
 
 
 def evaluate_workdir(workdir: str, *, data_dir: Optional[str] = None, output_dir: Optional[str] = None,
-                     name: Optional[str] = None, options: Optional[EvalOptions] = None) -> dict:
-    """Evaluate the latest checkpoint of a training workdir; writes DIR/eval/ and DIR/tensorboard/eval."""
+                     name: Optional[str] = None, options: Optional[EvalOptions] = None,
+                     source: Optional[str] = None) -> dict:
+    """Evaluate the latest checkpoint of a training workdir; writes DIR/eval/ and DIR/tensorboard/eval.
+
+    With ``source`` (a file, folder or glob of tunes) the model is evaluated on
+    every measure of that corpus instead of its test split, in
+    DIR/eval/source-NAME-HASH/ by default; "seen" then means "occurs in the
+    model's training split".
+    """
     from music_attr_vae import training  # imported here: SavedModel users need no training code
 
     options = options or EvalOptions()
@@ -632,17 +679,19 @@ def evaluate_workdir(workdir: str, *, data_dir: Optional[str] = None, output_dir
         source="workdir", path=workdir, z_dim=int(config.model.z_dim), regularization=_config_regularization(config),
     )
     latent_model = KerasLatentModel(model, info.z_dim, options.batch_size)
-    tokens, attribute_values = _load_test(data_dir)
+    label = source_label(source) if source else ""
+    output_dir = output_dir or os.path.join(workdir, "eval", label)
+    eval_data, split, tokens, attribute_values, seen = _evaluation_data(source, data_dir, output_dir)
     timing = {"load": round(time.perf_counter() - start, 3)}
-    return evaluate(latent_model, info, tokens, attribute_values, data_dir=data_dir,
-                    output_dir=output_dir or os.path.join(workdir, "eval"),
-                    tensorboard_dir=os.path.join(workdir, "tensorboard", "eval"), options=options, timing=timing,
-                    seen=_seen_in_training(data_dir, tokens))
+    return evaluate(latent_model, info, tokens, attribute_values, data_dir=eval_data, output_dir=output_dir,
+                    tensorboard_dir=os.path.join(workdir, "tensorboard", "eval", label), options=options,
+                    timing=timing, seen=seen, split=split, source=source)
 
 
 def evaluate_saved_model(saved_model: str, data_dir: str, *, output_dir: Optional[str] = None,
-                         name: Optional[str] = None, options: Optional[EvalOptions] = None) -> dict:
-    """Evaluate an exported SavedModel on the test split of ``data_dir``.
+                         name: Optional[str] = None, options: Optional[EvalOptions] = None,
+                         source: Optional[str] = None) -> dict:
+    """Evaluate an exported SavedModel on the test split of ``data_dir`` (or on ``source``, as for a workdir).
 
     Output goes to ``output_dir`` (TensorBoard images to ``output_dir``/tensorboard)
     or by default beside the SavedModel: DIR/eval and DIR/tensorboard/eval for
@@ -667,16 +716,17 @@ def evaluate_saved_model(saved_model: str, data_dir: str, *, output_dir: Optiona
         config_name=str(config.get("name") or meta.get("model_name") or "?"),
         source="saved_model", path=saved_model, z_dim=latent_model.z_dim, regularization=regularization,
     )
-    tokens, attribute_values = _load_test(os.path.abspath(data_dir))
-    timing = {"load": round(time.perf_counter() - start, 3)}
+    label = source_label(source) if source else ""
     if output_dir:  # a folder of its own: keep the TensorBoard images inside it
         tensorboard_dir = os.path.join(output_dir, "tensorboard")
     else:  # DIR/saved_model -> DIR/eval and DIR/tensorboard/eval, as for a workdir
-        output_dir = os.path.join(parent, "eval")
-        tensorboard_dir = os.path.join(parent, "tensorboard", "eval")
-    return evaluate(latent_model, info, tokens, attribute_values, data_dir=os.path.abspath(data_dir),
-                    output_dir=output_dir, tensorboard_dir=tensorboard_dir, options=options, timing=timing,
-                    seen=_seen_in_training(os.path.abspath(data_dir), tokens))
+        output_dir = os.path.join(parent, "eval", label)
+        tensorboard_dir = os.path.join(parent, "tensorboard", "eval", label)
+    eval_data, split, tokens, attribute_values, seen = _evaluation_data(source, os.path.abspath(data_dir), output_dir)
+    timing = {"load": round(time.perf_counter() - start, 3)}
+    return evaluate(latent_model, info, tokens, attribute_values, data_dir=eval_data, output_dir=output_dir,
+                    tensorboard_dir=tensorboard_dir, options=options, timing=timing, seen=seen, split=split,
+                    source=source)
 
 
 # ---------------------------------------------------------------- files

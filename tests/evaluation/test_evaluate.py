@@ -257,6 +257,25 @@ def test_evaluate_cli_on_the_quick_model(quick_evaluated):
         assert result["attributes"][name]["probe_dim"] == result["model"]["regularization"][name]["dim"]
 
 
+def test_evaluate_cli_on_another_corpus(quick_evaluated, nottingham_dir):
+    """--source: every measure of tunes the model never trained on, seen/unseen against its training split."""
+    source = str(nottingham_dir / "reelsa-c.abc")
+    proc = _cli("evaluate", f"--workdir={quick_evaluated}", f"--source={source}", "--nofigures", *CLI_FAST)
+    printed = json.loads(proc.stdout[proc.stdout.index("{"):])
+    eval_dir = quick_evaluated / "eval" / ev.source_label(source)
+    result = ev.load_metrics(str(eval_dir))
+    data = result["data"]
+    assert data["source"] == source and data["split"] == "all" and printed["split"] == "all"
+    assert data["data_dir"] == str(eval_dir / "data")
+    summary = json.loads((eval_dir / "data" / "summary.json").read_text())
+    assert data["n_test"] == summary["splits"]["train"]["measures"] > 100  # untransposed: one example a measure
+    assert data["n_seen"] + data["n_unseen"] == data["n_test"] and data["n_unseen"] > data["n_seen"]
+    assert result["subsets"]["unseen"]["n"] == data["n_unseen"] == printed["n_unseen"]
+    assert 0 < result["summary"]["reconstruction_accuracy_unseen"] < 1
+    # the workdir's own evaluation is left as it was
+    assert ev.load_metrics(str(quick_evaluated / "eval"))["data"]["split"] == "test"
+
+
 def test_saved_model_evaluation_matches_the_workdir(quick_evaluated, tmp_path):
     workdir_result = ev.load_metrics(str(quick_evaluated / "eval"))
     options = ev.EvalOptions(traversal_latents=40, traversal_steps=7, figures=False)
