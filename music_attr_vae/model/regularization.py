@@ -53,8 +53,15 @@ DEFAULT_DISTANCE_SCALE = {
     "note_density": 4.0,
     "contour": 2.0,
 }
-DEFAULTS = {"gamma": 1.0, "delta": 10.0, "loss": "l1", "target": "sign"}
+# The one home of a regularization entry's defaults (the authors' code: L1, delta=10, gamma=1, the
+# paper's sign target; consistency off); configs/common.py builds its entries from default_entry.
+DEFAULTS = {"gamma": 1.0, "delta": 10.0, "loss": "l1", "target": "sign", "consistency": 0.0}
 _FIELDS = ("dim", "gamma", "delta", "loss", "target", "scale", "consistency")
+
+
+def default_entry(name: str) -> Dict[str, object]:
+    """Every field of attribute ``name``'s regularization entry except ``dim``, at its default."""
+    return dict(DEFAULTS, scale=DEFAULT_DISTANCE_SCALE[name])
 
 
 def normalize_mapping(
@@ -89,7 +96,7 @@ def normalize_mapping(
         if dim in used_dims:
             raise ValueError(f"{where}.dim={dim} is already used by {used_dims[dim]!r}; give each attribute its own dim")
         used_dims[dim] = name
-        full = dict(DEFAULTS, scale=DEFAULT_DISTANCE_SCALE.get(name, 4.0), consistency=0.0)
+        full = default_entry(name)
         full.update(spec)
         if not float(full["gamma"]) >= 0.0:
             raise ValueError(f"{where}.gamma={full['gamma']!r} must be >= 0")
