@@ -299,3 +299,24 @@ def test_prepared_files_and_folder_follow_the_umask(one_book, tmp_path, mask, fi
     files = list(out.iterdir())
     assert {p.name for p in files} >= {prepare.SUMMARY_FILE, prepare.MARKER_FILE}
     assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {p.name: file_mode for p in files}
+
+
+# ------------------------------------------------------------------ the extra collections, every tune counted
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("collection", ["oneills1850", "airds_airs", "essen"])
+def test_every_tune_of_the_extra_collections_is_kept_or_counted(collection, tmp_path):
+    """O'Neill's, Aird's and Essen (11,703 tunes by many hands): kept + each skip reason = tunes read."""
+    import re
+
+    from music_attr_vae.data import sources
+
+    corpus = DATA_ROOT / collection
+    x_lines = sum(len(re.findall(r"^X:", sources.decode_text(p.read_bytes()), re.M)) for p in corpus.rglob("*.abc"))
+    summary = prepare.prepare(str(corpus), str(tmp_path / "out"), max_shift=0, progress=False)
+    totals, drops = summary["totals"], summary["dropped"]["tunes"]
+    assert totals["raw_tunes"] == x_lines > 1000
+    assert totals["kept_tunes"] + sum(drops.values()) == totals["raw_tunes"]
+    assert totals["kept_tunes"] == sum(summary["splits"][s]["tunes"] for s in prepare.SPLITS) > 0.2 * x_lines
+    assert drops.get("unreadable_file", 0) == 0
