@@ -749,6 +749,15 @@ def _write_split(directory: str, split: str, records: List[bytes], seed: int, nu
     return names
 
 
+def _write_summary(directory: str, summary: dict) -> None:
+    """``summary.json``, then the marker that says prepare wrote it (the sha256 of its bytes)."""
+    text = json.dumps(summary, indent=2, sort_keys=False) + "\n"
+    with open(os.path.join(directory, SUMMARY_FILE), "w", encoding="utf-8") as f:
+        f.write(text)
+    with open(os.path.join(directory, MARKER_FILE), "w", encoding="utf-8") as f:
+        json.dump(_marker(hashlib.sha256(text.encode("utf-8")).hexdigest()), f)
+
+
 def _install(tmp_dir: str, out: str) -> None:
     """Move the finished temp dir onto ``out``; an old prepared dataset there (and only that) is replaced."""
     if os.path.isdir(out) and not os.listdir(out):
@@ -877,11 +886,7 @@ def _build_and_write(results, out, files, fractions, seed, num_shards, params) -
                 "tune_examples": dict(sorted(tune_drop_examples.items())),
             },
         }
-        text = json.dumps(summary, indent=2, sort_keys=False) + "\n"
-        with open(os.path.join(tmp, SUMMARY_FILE), "w", encoding="utf-8") as f:
-            f.write(text)
-        with open(os.path.join(tmp, MARKER_FILE), "w", encoding="utf-8") as f:
-            json.dump(_marker(hashlib.sha256(text.encode("utf-8")).hexdigest()), f)
+        _write_summary(tmp, summary)
         _install(tmp, out)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
