@@ -32,11 +32,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("corpus", nargs="?", default=str(REPO.parent / "shared" / "data" / "nottingham"))
     parser.add_argument("--show", type=int, default=20, help="how many disagreeing tunes to list")
+    parser.add_argument("--sample", type=int, default=0, help="compare an evenly spread sample of this many tunes")
     args = parser.parse_args()
     ref = _load_reference_module()
     tunes = ref.corpus_tunes(pathlib.Path(args.corpus))
     if not tunes:
         sys.exit(f"no ABC tunes under {args.corpus}")
+    if args.sample:
+        tunes = ref.deterministic_sample(tunes, args.sample)
     start = time.perf_counter()
     outcome = collections.Counter()
     disagree = []
