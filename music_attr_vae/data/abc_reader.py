@@ -438,15 +438,14 @@ class _TuneParser:
                     pending = ""
                 self._body_field(fm.group(1), fm.group(2).split("%", 1)[0].strip())
                 continue
-            if self.voice_active:
-                music = pending + line.split("%", 1)[0].rstrip()
-                if music.endswith("\\"):
-                    pending = music[:-1]
-                    seen_music = True
-                    continue
-                pending = ""
-                self._music_line(music)
-                seen_music = True
+            # Lines of other voices are read too: an inline [V:] in them may switch back.
+            music = pending + line.split("%", 1)[0].rstrip()
+            seen_music = True
+            if music.endswith("\\"):
+                pending = music[:-1]
+                continue
+            pending = ""
+            self._music_line(music)
         if pending:
             self._music_line(pending)
         self._close_segment()

@@ -291,6 +291,9 @@ def test_chord_symbols_decorations_grace_notes_slurs_lyrics_comments_are_ignored
 def test_only_the_first_voice_is_read():
     body = "V:1\nC D E F|\nV:2\nC, D, E, F,|\nV:1\nG A B c|\n"
     assert pitches(body) == [C4, D4, E4, F4, G4, A4, B4, C5]
+    # Inline [V:] at line starts, as tune books interleave voices bar-line by bar-line.
+    inline = "[V:1] C D E F|\n[V:2] C, D, E, F,|\n[V:3] E, F, G, A,|\n%\n[V:1] G A B c|\n[V:2] G, A, B, C|\n"
+    assert pitches(inline) == [C4, D4, E4, F4, G4, A4, B4, C5]
 
 
 def test_every_abc21_decoration_form_is_ignored():
@@ -529,3 +532,31 @@ def test_the_nottingham_corpus_parses(nottingham_dir):
     assert n_44 > 500
     assert kept_44 >= 0.95 * n_44
     assert off_grid <= 0.02 * n_44  # pickups aligned: only tunes with 32nd notes drop bars
+
+
+SKIP_REASONS = {"no_key_field", "bad_header", "bad_key", "unsupported_meter", "bad_length", "bad_syntax",
+                "bad_duration", "bad_tuplet", "polyphonic", "pitch_out_of_range", "unbalanced_repeat",
+                "too_long", "no_notes"}
+
+
+@pytest.mark.parametrize("collection,min_tunes", [
+    ("oneills1850", 2000), ("airds_airs", 1100), pytest.param("essen", 8000, marks=pytest.mark.slow)])
+def test_extra_collections_reject_at_most_3_percent_for_reasons_other_than_meter(nottingham_dir, collection,
+                                                                                 min_tunes):
+    from music_attr_vae.data import sources
+
+    directory = nottingham_dir.parent / collection
+    total, reasons = 0, collections.Counter()
+    for path in sorted(directory.glob("*.abc")):
+        for i, text in enumerate(abc_reader.split_abc_book(sources.decode_text(path.read_bytes()))):
+            total += 1
+            try:
+                seq = abc_reader.abc_tune_to_sequence(text, origin=path.name, index=i)
+            except SkipTune as skip:
+                reasons[skip.reason] += 1
+                continue
+            assert all(b.start_time >= a.end_time - 1e-9 for a, b in zip(seq.notes, seq.notes[1:]))
+    assert total >= min_tunes, f"{directory}: only {total} tunes"
+    assert set(reasons) <= SKIP_REASONS, reasons
+    other = sum(n for r, n in reasons.items() if r != "unsupported_meter")
+    assert other <= 0.03 * total, (other, total, reasons)
