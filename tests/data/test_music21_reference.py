@@ -197,6 +197,21 @@ def _spell_out_slashes(tune: str) -> str:
     return _rewrite_music(tune, re.compile(r"(\d+)(//+)(?![\d/])"), _slashes)
 
 
+def _inline_keys_as_lines(tune: str) -> str:
+    k = re.search(r"^K:.*$", tune, re.M)
+    if k is None:
+        return tune
+    body = re.sub(r"[ \t]*\[K:([^\]\n]*)\][ \t]*", r"\nK:\1\n", tune[k.end():])
+    return tune[: k.end()] + re.sub(r"\n\n+", "\n", body)
+
+
+_TIED_OVER_BAR = re.compile(r"(\^\^|\^|__|_|=)([A-Ga-g][,']*)([\d/]*-[ \t]*(?:\|[ \t]*)+)(?=\2(?![,']))")
+
+
+def _restate_tied_accidentals(tune: str) -> str:
+    return _rewrite_music(tune, _TIED_OVER_BAR, r"\1\2\3\1")
+
+
 def _join_broken_rhythm(tune: str) -> str:
     return _rewrite_music(tune, re.compile(r"[ \t().\-]*([<>]+)[ \t().\-]*"), r"\1")
 
@@ -215,6 +230,12 @@ MUSIC21_MISREADINGS = (
     ("broken_rhythm_across_marks", _join_broken_rhythm),
     # "B3//": music21 reads 3/2 of the unit; ABC 2.1 (4.3) reads "//" as /4, so 3/4.
     ("length_number_slashes", _spell_out_slashes),
+    # "|[K:C] F": music21 keeps the old key's accidentals after an inline key
+    # change (a K: field line works); ABC 2.1 (3.2) makes them equivalent.
+    ("inline_key_change", _inline_keys_as_lines),
+    # K:D "=C2-|C4": music21 plays the tied note C#, re-applying the key after the
+    # bar line; a tie holds one note, so it stays C natural (the notes merge).
+    ("tie_keeps_accidental", _restate_tied_accidentals),
 )
 
 
@@ -326,9 +347,9 @@ def nottingham_dir_parent() -> pathlib.Path:
     return pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
-def _bars(body: str) -> str:
+def _bars(body: str, key: str = "G") -> str:
     """A tune whose middle bar is ``body`` (music21 needs whole bars to expand repeats)."""
-    return f"X:1\nT:t\nM:4/4\nL:1/8\nK:G\nCDEF GABc|{body}|CDEF GABc|]\n"
+    return f"X:1\nT:t\nM:4/4\nL:1/8\nK:{key}\nCDEF GABc|{body}|CDEF GABc|]\n"
 
 
 @pytest.mark.parametrize(
@@ -344,14 +365,20 @@ def _bars(body: str) -> str:
         ("broken_rhythm_across_marks", "(ga>).f d2 e2", [(79, 0.5), (81, 0.75), (78, 0.25), (74, 1.0), (76, 1.0)]),
         ("broken_rhythm_across_marks", "a>-c d2 e2", [(81, 0.75), (72, 0.25), (74, 1.0), (76, 1.0)]),
         ("length_number_slashes", "B3// c/8 d7/ e4", [(71, 0.375), (72, 0.0625), (74, 1.75), (76, 2.0)]),
+        ("inline_key_change", "F2 G2|[K:F] F2 B2", [(66, 1.0), (67, 1.0), (65, 1.0), (70, 1.0)]),
+        ("tie_keeps_accidental", "E2 ^F2- | F4", [(64, 1.0), (66, 3.0)]),
     ],
 )
 def test_each_music21_misreading_is_real_and_its_rewrite_explains_it(kind, body, standard):
-    text = normalise_for_comparison(_bars(body))
-    scale = [(60, 0.5), (62, 0.5), (64, 0.5), (66, 0.5), (67, 0.5), (69, 0.5), (71, 0.5), (72, 0.5)]
-    assert reader_notes(text) == scale + standard + scale  # the standard's reading
+    key = "C" if kind == "tie_keeps_accidental" else "G"
+    text = normalise_for_comparison(_bars(body, key))
+    scale = [(60, 0.5), (62, 0.5), (64, 0.5), (65 if key == "C" else 66, 0.5), (67, 0.5), (69, 0.5), (71, 0.5), (72, 0.5)]
+    after = scale
+    if kind == "inline_key_change":  # F major from here on: F and B flat
+        after = [({66: 65, 71: 70}.get(p, p), q) for p, q in scale]
+    assert reader_notes(text) == scale + standard + after  # the standard's reading
     assert not same_notes(music21_notes(text), reader_notes(text))  # music21 misreads it
-    assert compare_tune(_bars(body)) == kind
+    assert compare_tune(_bars(body, key)) == kind
     rewrite = dict(MUSIC21_MISREADINGS)[kind]
     assert reader_notes(rewrite(text)) == reader_notes(text)
 
