@@ -2,22 +2,30 @@
 
 What is read
 ------------
-Headers ``X: T: M: L: K: P:`` (``K:`` ends the header); field lines and inline
-fields ``[K:] [M:] [L:] [P:] [V:]`` in the body; notes with accidentals
-(``^ ^^ _ __ =``, carried to the end of the bar for the same letter and
-octave), octave marks, lengths (``A2 A/2 A/ A// A3/2``), rests ``z x``,
+ABC 2.1 as tune books write it.  Headers ``X: T: M: L: K: P: U:`` (``K:`` ends
+the header; a missing ``X:`` or ``T:`` is not fatal); field lines and inline
+fields ``[K:] [M:] [L:] [P:] [V:] [U:]`` in the body; notes with accidentals
+(``^ ^^ _ __ =``: an accidental holds for that letter *in that octave* until
+the bar line, so ``^c C c'`` plays C# C C; a note tied over the bar line keeps
+it), octave marks, lengths (``A2 A/2 A/ A// A3/2 A3//``), rests ``z x``,
 multi-measure rests ``Z X``, ties ``-`` (merged into one longer note), broken
 rhythm ``> < >> <<``, tuplets ``(3`` and ``(p:q:r``, chords ``[ceg]`` (the top
 note is kept; the chord lasts as long as its first note), repeats ``|: :| ::``
-and variant endings ``[1 [2 |1 :|2 [1,3 [1-3`` (expanded into played order).
-Keys: ``K:D K:Bb K:F#m K:Ador K:Emin K:Gmix K:C lydian K:HP K:Hp K:none`` plus
-explicit accidentals (``K:D =c``).  ``HP``/``Hp`` both play F# and C#.
+and variant endings ``[1 [2 |1 :|2 [1,3 [1-3`` (expanded into played order),
+the invisible bar ``[|]`` (a plain bar, not a section start).  A line ending in
+``\\`` continues on the next line (also in the header, and also when the
+break splits a bar line such as ``||\\`` + ``:``).
+Keys: ``K:D K:Bb K:F#m K:Ador K:Emin K:Gmix K:C lydian K:HP K:Hp K:none``, clef
+words (``K:bass`` changes nothing) and explicit accidentals with or without a
+space (``K:D =c``, ``K:Dmix=c``, ``K:Dmix ^c``; ``K:D exp _b ^f`` gives exactly
+those).  ``HP``/``Hp`` both play F# and C#.
 
 What is dropped (no melody): chord symbols and annotations ``"..."``,
-decorations (``~ . H L M O P S T u v``, ``!trill!``, ``+trill+``), grace notes
-``{..}``, slurs, lyrics (``w: W:``), comments ``%``, line continuations ``\\``,
-spacers ``y``, other field lines.  With several voices (``V:``) only the first
-voice is read.
+decorations in every ABC 2.1 form (``!trill!``, the old ``+trill+``, the
+shortcuts ``~ .`` and the redefinable letters ``H``-``W`` ``h``-``w``, and any
+other symbol that a ``U:`` line defines as a decoration), grace notes ``{..}``,
+slurs, lyrics (``w: W:``), comments ``%``, spacers ``y``, other field lines.
+With several voices (``V:``) only the first voice is read.
 
 Timing (see BUILD_NOTES.md, "NoteSequences from readers")
 ---------------------------------------------------------
@@ -45,7 +53,8 @@ Skip reasons (``SkipTune.reason``)
 ``no_key_field``   no ``K:`` line
 ``bad_header``     a line before ``K:`` that is not a field (e.g. music before the key)
 ``bad_key``        a ``K:`` value that names no key
-``unsupported_meter``  ``M:none`` or a meter that cannot be read
+``unsupported_meter``  ``M:none`` or a meter that cannot be read (raised after the
+                   whole tune is read, so a syntax error in such a tune is counted as such)
 ``bad_length``     an ``L:`` value that cannot be read
 ``bad_syntax``     a character that is not ABC music (e.g. a stray ``]``)
 ``bad_duration``   a zero-length note, or a broken rhythm with nothing before it
