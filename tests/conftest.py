@@ -65,6 +65,3 @@ def quick_workdir(tmp_path_factory, prepared_small) -> pathlib.Path:
     training.train(config, str(workdir), source=str(prepared_small))
     return workdir
 
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: takes more than ~20 s (deselect with -m 'not slow')")
