@@ -117,6 +117,7 @@ class Corpus:
             raws = [dataclasses.replace(r, options=options) if r.kind == "midi" else r for r in raws]
         ids = prepare.tune_ids(raws)
         results = prepare.run_pipeline(raws, ids, max_shift, jobs=jobs, serialize=False, progress=False)
+        self.raws = {pair_name(r): r for r in raws}
         self.results = {pair_name(r): res for r, res in zip(raws, results)}
         self.measures: Dict[str, Set[bytes]] = {}
         self.originals: Dict[str, list] = {}
@@ -148,20 +149,85 @@ def jaccard(a: Set[bytes], b: Set[bytes]) -> float:
     return len(a & b) / max(len(a | b), 1)
 
 
+AGREE = "agree"
+REPEATS = "same measures, played a different number of times (repeats)"
+EXTRA = "one side has extra measures (repeats, endings or parts played differently)"
+OFF_GRID = "one side drops off-grid measures"
+PHASE = "barlines placed differently (bar phase)"
+PITCHES = "same rhythms, some pitches differ (accidentals)"
+TIES = "tied notes struck again"
+OTHER = "notes differ"
+
+
+def _grid_set(sequence) -> Set[bytes]:
+    from music_attr_vae.data import measures
+
+    return {g.tobytes() for g in measures.sequence_to_grids(sequence).grids}
+
+
+def delayed(sequence, beats: float):
+    """A copy of a qpm-120 NoteSequence with every note and later meter change ``beats`` later."""
+    out = type(sequence)()
+    out.CopyFrom(sequence)
+    for note in out.notes:
+        note.start_time += beats * 0.5
+        note.end_time += beats * 0.5
+    for ts in out.time_signatures:
+        if ts.time > 0:
+            ts.time += beats * 0.5
+    out.total_time += beats * 0.5
+    return out
+
+
+def _rhythms(grids: Set[bytes]) -> Set[bytes]:
+    return {np.where(np.frombuffer(g, np.int16) >= 0, 1, np.frombuffer(g, np.int16)).astype(np.int16).tobytes()
+            for g in grids}
+
+
+def _untied(grids: Set[bytes]) -> Set[bytes]:
+    """Grids with every re-strike of the note already sounding turned into HOLD."""
+    out = set()
+    for g in grids:
+        row = np.frombuffer(g, np.int16).copy()
+        sounding = None
+        for t, v in enumerate(row):
+            if v >= 0 and v == sounding:
+                row[t] = -2  # HOLD_MARK
+            elif v != -2:
+                sounding = v if v >= 0 else None
+        out.add(row.tobytes())
+    return out
+
+
 def classify(a: Corpus, b: Corpus, name: str) -> str:
-    """Why tune ``name`` differs between corpora ``a`` and ``b`` (both kept it), or ``agree``."""
+    """Why tune ``name`` differs between corpora ``a`` and ``b`` (both kept it), or ``agree``.
+
+    The first kind that explains the difference wins: repeats, extra measures,
+    off-grid drops, a bar phase (``b`` delayed by a multiple of half a beat
+    matches ``a``), ties (equal once re-struck notes are held), pitches only
+    (same rhythms), else other notes.
+    """
+    from music_attr_vae.data import sources
+
     ma, mb = a.originals[name], b.originals[name]
     if ma == mb:
-        return "agree"
+        return AGREE
     sa, sb = set(ma), set(mb)
     if sa == sb:
-        return "same measures, other order or count (repeats played differently)"
+        return REPEATS
     off_a, off_b = a.results[name].dropped.get("off_grid_onset", 0), b.results[name].dropped.get("off_grid_onset", 0)
-    if off_a != off_b and (sa <= sb or sb <= sa):
-        return "one side drops off-grid measures"
     if sa <= sb or sb <= sa:
-        return "one side has extra measures (repeats, endings or parts played differently)"
-    return "notes or bar placement differ"
+        return OFF_GRID if off_a != off_b else EXTRA
+    seq_a, seq_b = sources.raw_tune_to_sequence(a.raws[name]), sources.raw_tune_to_sequence(b.raws[name])
+    grids_a = _grid_set(seq_a)
+    for half_beats in range(1, 8):
+        grids_b = _grid_set(delayed(seq_b, half_beats / 2))
+        if grids_b and (grids_b <= grids_a or grids_a <= grids_b):
+            return PHASE
+    grids_b = _grid_set(seq_b)
+    if _untied(grids_a) == _untied(grids_b):
+        return TIES
+    return PITCHES if _rhythms(grids_a) == _rhythms(grids_b) else OTHER
 
 
 def compare(a: Corpus, b: Corpus) -> dict:
