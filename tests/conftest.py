@@ -60,3 +60,7 @@ def quick_workdir(tmp_path_factory, prepared_small) -> pathlib.Path:
     config = load_config(str(CONFIGS_DIR / "quick.py"))
     training.train(config, str(workdir), source=str(prepared_small))
     return workdir
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than ~20 s (whole-corpus comparisons)")
