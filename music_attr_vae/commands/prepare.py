@@ -31,6 +31,13 @@ _NUM_SHARDS = flags.DEFINE_integer("num_shards", None, "Shards per split (defaul
 _JOBS = flags.DEFINE_integer("jobs", None, "Worker processes (default: all cores when the corpus is large).")
 _CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Download cache for --source=folk_rnn.")
 _PROGRESS = flags.DEFINE_boolean("progress", True, "Show a progress bar on stderr.")
+_MELODY_TRACK = flags.DEFINE_string(
+    "melody_track", None, "MIDI sources: read the melody from this track (its name, or its part number as note_seq "
+    "counts them). Default: the monophonic part with the most notes in MIDI 55..84."
+)
+_MELODY_PROGRAM = flags.DEFINE_integer(
+    "melody_program", None, "MIDI sources: read the melody from a part with this General MIDI program (0..127)."
+)
 
 flags.mark_flags_as_required(["source", "output_dir"])
 
@@ -60,6 +67,8 @@ def main(argv) -> int:
             jobs=_JOBS.value,
             cache_dir=_CACHE_DIR.value,
             progress=_PROGRESS.value,
+            melody_track=_MELODY_TRACK.value,
+            melody_program=_MELODY_PROGRAM.value,
         )
     except prepare.PrepareError as err:
         return _fail(err.param, err.message)
