@@ -35,6 +35,13 @@ _ALLOW_UNVERIFIED = flags.DEFINE_boolean(
     "allow_unverified_download", False,
     "Accept a --source=folk_rnn download whose sha256 is not pinned (FOLK_RNN_SHA256 is unset).",
 )
+_MELODY_TRACK = flags.DEFINE_string(
+    "melody_track", None, "MIDI sources: read the melody from this track (its name, or its part number as note_seq "
+    "counts them). Default: the monophonic part with the most notes in MIDI 55..84."
+)
+_MELODY_PROGRAM = flags.DEFINE_integer(
+    "melody_program", None, "MIDI sources: read the melody from a part with this General MIDI program (0..127)."
+)
 
 flags.mark_flags_as_required(["source", "output_dir"])
 
@@ -65,6 +72,8 @@ def main(argv) -> int:
             cache_dir=_CACHE_DIR.value,
             progress=_PROGRESS.value,
             allow_unverified_download=_ALLOW_UNVERIFIED.value,
+            melody_track=_MELODY_TRACK.value,
+            melody_program=_MELODY_PROGRAM.value,
         )
     except prepare.PrepareError as err:
         return _fail(err.param, err.message)

@@ -137,6 +137,7 @@ class TuneResult:
     examples: Optional[TuneExamples] = None
     records: Optional[List[bytes]] = None
     attribute_summary: Optional[np.ndarray] = None  # (3, 4): min, max, sum over the examples
+    reader_report: Optional[dict] = None  # the MIDI reader's decisions (midi_reader.read_report)
 
     @property
     def kept(self) -> bool:
@@ -200,13 +201,15 @@ def sequence_result(sequence, tune_id: str, max_shift: int) -> TuneResult:
 
 def process_raw_tune(raw, tune_id: str, max_shift: int) -> TuneResult:
     """Parse one raw tune (reader skips become ``skip_reason``) and make its examples."""
-    from music_attr_vae.data import abc_reader, sources
+    from music_attr_vae.data import abc_reader, midi_reader, sources
 
     try:
         sequence = sources.raw_tune_to_sequence(raw)
     except abc_reader.SkipTune as skip:
         return TuneResult(tune_id=tune_id, skip_reason=skip.reason, skip_detail=str(getattr(skip, "detail", "")))
-    return sequence_result(sequence, tune_id, max_shift)
+    result = sequence_result(sequence, tune_id, max_shift)
+    result.reader_report = midi_reader.read_report(sequence)
+    return result
 
 
 def process_chunk(chunk: Sequence[Tuple[object, str]], max_shift: int, serialize: bool = True) -> List[TuneResult]:
@@ -779,13 +782,16 @@ def prepare(
     cache_dir: Optional[str] = None,
     progress: bool = True,
     allow_unverified_download: bool = False,
+    melody_track: Optional[str] = None,
+    melody_program: Optional[int] = None,
 ) -> dict:
     """Turn ``source`` (ABC/MIDI file, directory, glob or ``folk_rnn``) into TFRecord shards.
 
     Writes ``{train,validation,test}.tfrecord-NNNNN-of-MMMMM`` and ``summary.json``
     into ``output_dir`` atomically (built in a temp dir beside it, then
     renamed).  If ``source`` is already a prepared directory its summary is
-    returned and nothing is written.  The returned dict is the summary plus
+    returned and nothing is written.  ``melody_track`` / ``melody_program``
+    choose the melody part of MIDI files (see ``midi_reader``).  The returned dict is the summary plus
     ``data_dir``, the directory that holds the shards.
 
     ``output_dir`` may be missing, empty, or a dataset this function wrote
@@ -805,16 +811,25 @@ def prepare(
         num_shards = _check_int("num_shards", num_shards, 1, 10_000)
     if jobs is not None:
         jobs = _check_int("jobs", jobs, 1)
+    if melody_program is not None:
+        melody_program = _check_int("melody_program", melody_program, 0, 127)
+    if melody_track is not None and not (0 < len(str(melody_track)) <= 100):
+        raise PrepareError("melody_track", f"must be a track name or part number of 1..100 characters; got {melody_track!r}")
     out = _check_output_dir(str(output_dir))
 
     from music_attr_vae.data import sources
 
     files = sources.resolve_source(str(source), cache_dir=cache_dir, allow_unverified=allow_unverified_download)
     raw_tunes = sources.read_raw_tunes(files)
+    midi_options = tuple((k, v) for k, v in (("melody_program", melody_program), ("melody_track", melody_track))
+                         if v is not None)
+    if midi_options:
+        raw_tunes = [dataclasses.replace(r, options=midi_options) if r.kind == "midi" else r for r in raw_tunes]
     ids = tune_ids(raw_tunes)
     results = run_pipeline(raw_tunes, ids, max_shift, jobs=jobs, progress=progress)
     summary = _build_and_write(results, out, files, fractions, seed, num_shards, params=dict(
         source=str(source), max_shift=max_shift, seed=seed, split_fractions=list(fractions), num_shards=num_shards,
+        **dict(midi_options),
     ))
     summary["data_dir"] = out
     return summary
@@ -886,6 +901,11 @@ def _build_and_write(results, out, files, fractions, seed, num_shards, params) -
                 "tune_examples": dict(sorted(tune_drop_examples.items())),
             },
         }
+        midi_reports = [(r.tune_id, r.reader_report) for r in results if r.reader_report]
+        if midi_reports:
+            from music_attr_vae.data import midi_reader
+
+            summary["midi"] = midi_reader.summarize(midi_reports)
         _write_summary(tmp, summary)
         _install(tmp, out)
     except OSError as err:

@@ -21,18 +21,13 @@ Splitting files into raw tunes (:func:`read_raw_tunes`) is cheap and done in
 the main process; parsing (:func:`raw_tune_to_sequence`) is the expensive part
 and runs in workers, so :class:`RawTune` is a small picklable value.
 
-MIDI files are read with ``note_seq.midi_io`` and put on the readers' common
-time base: a quarter note lasts 0.5 s (qpm 120) whatever the file's tempo, with
-the file's tempo map followed so that beats stay beats, and its time signatures
-carried over.  Nothing is quantised here (``measures.py`` owns the grid).
-MIDI skip reasons: ``bad_midi`` (unreadable), ``no_notes``,
-``midi_polyphonic`` (more than :data:`MAX_OVERLAP_FRACTION` of the notes start
-while another still sounds).
+MIDI files are read by :mod:`music_attr_vae.data.midi_reader` (melody
+selection, onset quantisation, bar phase); ``RawTune.options`` carries its
+keyword arguments (e.g. ``melody_track``) from ``prepare`` to the workers.
 """
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import glob as globlib
 import hashlib
@@ -47,7 +42,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 from note_seq.protobuf import music_pb2
 
 from music_attr_vae import fileio
-from music_attr_vae.data import abc_reader
+from music_attr_vae.data import abc_reader, midi_reader
 from music_attr_vae.data.abc_reader import SkipTune
 
 # The folk-rnn corpus is pinned to one commit of IraKorshunova/folk-rnn, not to a branch.  This is
@@ -75,8 +70,6 @@ UNREADABLE = "unreadable"
 UNREADABLE_FILE = "unreadable_file"
 ABC_EXTENSIONS = (".abc",)
 MIDI_EXTENSIONS = (".mid", ".midi")
-MAX_OVERLAP_FRACTION = 0.05
-_OVERLAP_TOLERANCE_BEATS = 1.0 / 32
 
 
 class SourceError(ValueError):
@@ -99,12 +92,16 @@ class SourceFile:
 
 @dataclasses.dataclass(frozen=True)
 class RawTune:
-    """One unparsed tune: ABC or folk-rnn text, or MIDI bytes; ``origin`` is its file's path."""
+    """One unparsed tune: ABC or folk-rnn text, or MIDI bytes; ``origin`` is its file's path.
+
+    ``options``: sorted ``(name, value)`` keyword arguments of the MIDI reader.
+    """
 
     kind: str
     origin: str
     index: int
     payload: Union[str, bytes]
+    options: Tuple[Tuple[str, object], ...] = ()
 
 
 # ----------------------------------------------------------------------------- files and kinds
@@ -246,68 +243,10 @@ def raw_tune_to_sequence(raw: RawTune) -> music_pb2.NoteSequence:
     if raw.kind == "folk_rnn":
         return abc_reader.folk_rnn_tune_to_sequence(raw.payload, origin=raw.origin, index=raw.index)
     if raw.kind == "midi":
-        return midi_to_sequence(raw.payload, origin=raw.origin, index=raw.index)
+        return midi_reader.midi_to_sequence(raw.payload, origin=raw.origin, index=raw.index, **dict(raw.options))
     if raw.kind == UNREADABLE:
         raise SkipTune(UNREADABLE_FILE, str(raw.payload))
     raise SourceError(f"{raw.origin}: unknown tune kind {raw.kind!r} (expected one of {KINDS})")
-
-
-# ----------------------------------------------------------------------------- MIDI
-
-
-class _TempoMap:
-    """Seconds -> quarter beats, following every tempo change of a file (120 qpm before the first)."""
-
-    def __init__(self, tempos) -> None:
-        changes = sorted((t.time, t.qpm) for t in tempos if t.qpm > 0)
-        if not changes or changes[0][0] > 0:
-            changes.insert(0, (0.0, 120.0))
-        self.times = [t for t, _ in changes]
-        self.qpms = [q for _, q in changes]
-        self.beats = [0.0]
-        for i in range(1, len(changes)):
-            self.beats.append(self.beats[-1] + (self.times[i] - self.times[i - 1]) * self.qpms[i - 1] / 60.0)
-
-    def __call__(self, seconds: float) -> float:
-        i = max(bisect.bisect_right(self.times, seconds) - 1, 0)
-        return self.beats[i] + (seconds - self.times[i]) * self.qpms[i] / 60.0
-
-
-def _overlap_fraction(notes: Sequence[Sequence[float]]) -> float:
-    """Share of notes that start while an earlier note still sounds (chords included)."""
-    sounding_until = float("-inf")
-    overlaps = 0
-    for _, start, end in notes:
-        if start < sounding_until - _OVERLAP_TOLERANCE_BEATS:
-            overlaps += 1
-        sounding_until = max(sounding_until, end)
-    return overlaps / max(len(notes), 1)
-
-
-def midi_to_sequence(data: bytes, origin: str = "", index: int = 0) -> music_pb2.NoteSequence:
-    """A monophonic MIDI file (bytes) -> NoteSequence on the qpm-120 beat time base; raises SkipTune."""
-    from note_seq import midi_io
-
-    try:
-        source = midi_io.midi_to_note_sequence(data)
-    except Exception as err:  # noqa: BLE001 - note_seq raises several types for corrupt files
-        raise SkipTune("bad_midi", f"{type(err).__name__}: {err}") from None
-    beats = _TempoMap(source.tempos)
-    notes = sorted(
-        (n.pitch, beats(n.start_time), beats(n.end_time)) for n in source.notes if not n.is_drum and n.end_time > n.start_time
-    )
-    notes.sort(key=lambda n: (n[1], -n[0]))
-    if not notes:
-        raise SkipTune("no_notes", "no pitched note in the MIDI file")
-    overlap = _overlap_fraction(notes)
-    if overlap > MAX_OVERLAP_FRACTION:
-        raise SkipTune("midi_polyphonic", f"{overlap:.0%} of the notes overlap another")
-    signatures = [(beats(ts.time), ts.numerator, ts.denominator) for ts in sorted(source.time_signatures, key=lambda t: t.time)]
-    title = source.sequence_metadata.title or os.path.splitext(os.path.basename(origin))[0]
-    return abc_reader.build_sequence(
-        notes, signatures, beats(source.total_time), origin=origin, index=index, title=title,
-        encoding=music_pb2.NoteSequence.SourceInfo.MIDI,
-    )
 
 
 # ----------------------------------------------------------------------------- download cache

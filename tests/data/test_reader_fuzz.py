@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from music_attr_vae.data import abc_reader, sources
+from music_attr_vae.data import abc_reader, midi_reader
 from music_attr_vae.data.abc_reader import SkipTune
 
 N_MUTANTS = 4000
@@ -148,5 +148,5 @@ def test_arbitrary_text_never_crashes(text):
 @given(data=st.binary(max_size=200))
 def test_arbitrary_midi_bytes_never_crash(data):
     counts: collections.Counter = collections.Counter()
-    check_outcome(lambda: sources.midi_to_sequence(b"MThd" + data), counts)
+    check_outcome(lambda: midi_reader.midi_to_sequence(b"MThd" + data), counts)
     assert sum(counts.values()) == 1

@@ -17,7 +17,7 @@ import pytest
 from note_seq.protobuf import music_pb2
 
 from http_helpers import serve
-from music_attr_vae.data import sources
+from music_attr_vae.data import midi_reader, sources
 from music_attr_vae.data.abc_reader import SkipTune
 from music_attr_vae.data.sources import RawTune, SourceError
 
@@ -154,7 +154,7 @@ def test_midi_tempo_changes_are_followed(tmp_path):
     seq.notes.add(pitch=60, start_time=3.0, end_time=4.0, velocity=80)  # beat 3..4
     seq.notes.add(pitch=62, start_time=4.5, end_time=4.75, velocity=80)  # beat 6..7
     note_seq.sequence_proto_to_midi_file(seq, str(tmp_path / "t.mid"))
-    out = sources.midi_to_sequence((tmp_path / "t.mid").read_bytes())
+    out = midi_reader.midi_to_sequence((tmp_path / "t.mid").read_bytes())
     assert beats(out) == [(60, 3.0, 4.0), (62, 6.0, 7.0)]
 
 
@@ -162,10 +162,10 @@ def test_midi_skip_reasons(tmp_path):
     chords = [(60, 0, 1), (64, 0, 1), (62, 1, 2), (65, 1, 2), (64, 2, 3), (67, 2, 3)]
     write_midi(tmp_path / "poly.mid", chords, qpm=120)
     with pytest.raises(SkipTune) as info:
-        sources.midi_to_sequence((tmp_path / "poly.mid").read_bytes())
+        midi_reader.midi_to_sequence((tmp_path / "poly.mid").read_bytes())
     assert info.value.reason == "midi_polyphonic"
     with pytest.raises(SkipTune) as info:
-        sources.midi_to_sequence(b"MThd" + b"\x00" * 40)
+        midi_reader.midi_to_sequence(b"MThd" + b"\x00" * 40)
     assert info.value.reason == "bad_midi"
 
 
