@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 from music_attr_vae import training
+from music_attr_vae import workdir as wd
 from music_attr_vae.configs_loader import load_config
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -85,15 +86,15 @@ def test_sigkill_resume_export_reload_round_trip(tmp_path, prepared_small, quick
     rerun = subprocess.run(_train_cmd(workdir, prepared_small), env=_env(), capture_output=True, text=True,
                            timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-4000:]
-    events = training.read_history(str(workdir))
+    events = wd.read_history(str(workdir))
     resume = [e for e in events if e["event"] == "resume"]
     assert len(resume) == 1 and resume[0]["step"] == killed_at  # continued from the checkpoint, not from 0
     assert resume[0]["step_in_epoch"] == killed_at % steps_per_epoch
     assert [e["step"] for e in events if e["event"] == "export"] == [total]
 
     # Same seed, same data order and noise per step: identical to the uninterrupted run.
-    resumed, _ = training.load_model(str(workdir))
-    straight, _ = training.load_model(str(quick_workdir))
+    resumed, _ = wd.load_model(str(workdir))
+    straight, _ = wd.load_model(str(quick_workdir))
     assert max(_checkpoint_steps(quick_workdir)) == total
     for a, b in zip(resumed.get_weights(), straight.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -125,12 +126,12 @@ def test_quick_run_writes_the_workdir_layout(quick_workdir):
     assert {"loss", "recon_loss", "kl", "accuracy", "learning_rate", "beta", "examples_per_second",
             "reg_rhythmic_complexity", "reg_pitch_range", "free_accuracy", "test_latents"} <= tags
     # load_model restores every weight: two loads (each built from a fresh random init) agree
-    first, config = training.load_model(str(quick_workdir))
-    second, _ = training.load_model(str(quick_workdir))
+    first, config = wd.load_model(str(quick_workdir))
+    second, _ = wd.load_model(str(quick_workdir))
     assert config.name == "quick" and len(first.weights) == len(second.weights) > 20
     for a, b in zip(first.get_weights(), second.get_weights()):
         np.testing.assert_array_equal(a, b)
-    epochs = [e for e in training.read_history(str(quick_workdir)) if e["event"] == "epoch"]
+    epochs = [e for e in wd.read_history(str(quick_workdir)) if e["event"] == "epoch"]
     assert [e["epoch"] for e in epochs] == [1, 2]
     # it learns: validation reconstruction improves over the two epochs
     assert epochs[1]["validation"]["recon_loss"] < epochs[0]["validation"]["recon_loss"]
@@ -142,10 +143,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, prepared_sm
     with pytest.raises(training.NonFiniteLossError, match=r"the loss became nan at step 8 .*ckpt-5"):
         training.train(config, str(workdir), source=str(prepared_small), progress=False)
     assert _checkpoint_steps(workdir) == [5]
-    model, _ = training.load_model(str(workdir))
+    model, _ = wd.load_model(str(workdir))
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())
     assert not (workdir / "saved_model").exists()
-    assert training.read_history(str(workdir))[-1]["event"] == "non_finite_loss"
+    assert wd.read_history(str(workdir))[-1]["event"] == "non_finite_loss"
 
 
 def test_clear_errors(tmp_path, prepared_small, monkeypatch):
