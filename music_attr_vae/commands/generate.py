@@ -13,6 +13,10 @@ directory (created) that receives ``traversal.mid`` (all traversals one after
 another), ``traversal.abc`` (one tune per traversal), ``traversal.png`` (one
 piano-roll row per traversal) and ``traversal.json`` (every measure's tokens
 and attributes, and how often the attribute rose from one step to the next).
+The four files are written all or nothing, and a file of one of those names
+already in ``--out`` is replaced only if an earlier run wrote it (its
+traversal.json lists it).  ``--steps`` is at most ``export.MAX_VALUES`` and
+``--num_traversals`` x ``--steps`` at most ``export.MAX_GRID``.
 """
 
 from __future__ import annotations
