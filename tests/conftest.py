@@ -18,6 +18,10 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS_DIR = REPO_ROOT / "configs"
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than ~20 s (deselect with -m 'not slow')")
+
+
 def _corpus_dir() -> pathlib.Path:
     env = os.environ.get("MUSIC_ATTR_VAE_CORPUS")
     return pathlib.Path(env) if env else REPO_ROOT.parent / "shared" / "data" / "nottingham"

@@ -69,6 +69,7 @@ def _modes(root) -> dict:
     return out
 
 
+@pytest.mark.slow
 def test_sigkill_resume_export_reload_round_trip(tmp_path, prepared_small, quick_workdir):
     """Kill a `quick` run 5 times in a row, each time right after a new checkpoint, rerun it: each run resumes
     from the last checkpoint and the last ends exactly like an uninterrupted run (same step count, same weights),
@@ -267,6 +268,7 @@ def test_a_second_train_on_a_locked_workdir_is_refused_and_a_killed_holder_frees
     assert lock.fd is None
 
 
+@pytest.mark.slow
 def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path, prepared_small, quick_workdir,
                                                                          capfd):
     import shutil
@@ -307,6 +309,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(tmp_pat
         wd.load_model(str(workdir))
 
 
+@pytest.mark.slow
 def test_cli_names_a_bad_config_flag_or_file(tmp_path, prepared_small):
     unknown = subprocess.run(_train_cmd(tmp_path / "r", prepared_small, "--config.foo=1"), env=_env(),
                              capture_output=True, text=True, timeout=120)

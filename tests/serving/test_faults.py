@@ -57,6 +57,7 @@ def attribute(saved) -> str:
 # ---------------------------------------------------------------- item 8: every size is bounded
 
 
+@pytest.mark.slow
 def test_every_signature_refuses_oversized_requests_naming_the_limit(saved, attribute):
     loaded = tf.saved_model.load(str(saved))
     meta = json.loads(loaded.metadata()["json"].numpy())
@@ -121,6 +122,7 @@ def test_cli_sizes_and_seeds_are_bounded_with_named_errors(saved, attribute, not
 # ---------------------------------------------------------------- item 7: all or nothing, nothing foreign touched
 
 
+@pytest.mark.slow
 def test_edit_outputs_are_all_or_nothing_and_foreign_files_are_kept(saved, attribute, nottingham_dir, tmp_path,
                                                                     monkeypatch):
     served = export.ServedModel(str(saved))
@@ -168,6 +170,7 @@ def test_edit_outputs_are_all_or_nothing_and_foreign_files_are_kept(saved, attri
 # ---------------------------------------------------------------- item 9: named errors for bad outputs
 
 
+@pytest.mark.slow
 def test_generate_and_edit_name_an_unusable_out(saved, attribute, nottingham_dir, tmp_path):
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
@@ -192,6 +195,7 @@ def test_generate_and_edit_name_an_unusable_out(saved, attribute, nottingham_dir
 # ---------------------------------------------------------------- item 10: outputs follow the umask
 
 
+@pytest.mark.slow
 def test_generate_edit_and_evaluate_outputs_follow_the_umask(saved, attribute, nottingham_dir, quick_workdir,
                                                              tmp_path):
     gen, edit = tmp_path / "gen", tmp_path / "edit"
@@ -224,6 +228,7 @@ def test_generate_edit_and_evaluate_outputs_follow_the_umask(saved, attribute, n
 # ---------------------------------------------------------------- item 9: a full disk at export
 
 
+@pytest.mark.slow
 def test_export_on_a_full_disk_keeps_the_previous_export_and_names_the_folder(quick_workdir, tmp_path):
     from music_attr_vae import workdir
 
