@@ -56,9 +56,9 @@ Limits: one request may ask for at most ``MAX_BATCH`` measures per call
 (``N``), ``MAX_SAMPLE`` samples, ``MAX_VALUES`` traversal values (``K``) and
 ``MAX_GRID`` decoded measures per traversal (``N * K``); a larger request
 fails at once, before anything is allocated, with an ``InvalidArgumentError``
-naming the limit.  The values are in ``metadata()["limits"]``: about 40 MB of
-decoder state at ``MAX_BATCH`` for the paper's model, where ``sample(n=10**7)``
-used to take 5.7 GB.
+naming the limit.  The values are in ``metadata()["limits"]``.
+``bench/bench_limits.py`` measures the largest allowed ``sample`` and the
+refused ones (``sample(n=10**7)`` used to take 5.7 GB).
 
 Speed: every signature calls one shared decoder function (one copy of the
 24-step graph in the SavedModel, so it loads in about 2 s), compiled with XLA
