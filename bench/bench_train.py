@@ -5,6 +5,7 @@ Usage::
     python bench/bench_train.py                       # small (rhy_pr) and paper, 20 timed steps each
     python bench/bench_train.py --configs=rhy_pr --steps=40 --override=model.rnn_chains=1
     python bench/bench_train.py --data_dir=PREPARED   # real measures instead of random ones
+    python bench/bench_train.py --configs=paper --profile_dir=/tmp/trace   # + a TensorBoard trace
 
 For each config it prints: parameters, compile time (first steps), training
 examples/s over ``--steps`` steps of ``train.batch_size`` after warm-up (the
@@ -59,7 +60,25 @@ def _measures(data_dir, n, seed=0):
     return tokens, attributes.compute_all(tokens)
 
 
-def bench_config(name, overrides, steps, warmup, decode_batches, data_dir, steps_per_execution=1):
+def profile_steps(model, ds, steps: int, logdir: str) -> str:
+    """Run ``steps`` more training steps under the TensorFlow profiler; the trace goes to ``logdir``.
+
+    Open it with ``tensorboard --logdir LOGDIR`` (Profile tab; needs the
+    ``tensorboard-plugin-profile`` package) to see where a step's time goes.
+    """
+    import tensorflow as tf
+
+    os.makedirs(logdir, exist_ok=True)
+    tf.profiler.experimental.start(logdir)
+    try:
+        model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
+    finally:
+        tf.profiler.experimental.stop()
+    return logdir
+
+
+def bench_config(name, overrides, steps, warmup, decode_batches, data_dir, steps_per_execution=1,
+                 profile_dir=None, profile_steps_count=5):
     import keras
     import tensorflow as tf
 
@@ -84,6 +103,7 @@ def bench_config(name, overrides, steps, warmup, decode_batches, data_dir, steps
     wall, cpu = time.perf_counter(), time.process_time()
     model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    trace = profile_steps(model, ds, profile_steps_count, os.path.join(profile_dir, name)) if profile_dir else None
 
     z = tf.random.normal([256, config.model.z_dim], seed=1)
     model.decode(z, 0.0, 0)  # trace
@@ -104,6 +124,8 @@ def bench_config(name, overrides, steps, warmup, decode_batches, data_dir, steps
         "train_examples_per_s": round(steps * batch / wall, 1),
         "cpu_s_per_step": round(cpu / steps, 3),
         "decode_measures_per_s": round(decode_batches * 256 / d_wall, 1),
+        "profile_trace": trace,
+        "load_average_1min": round(os.getloadavg()[0], 2),
     }
 
 
@@ -116,12 +138,16 @@ def main():
     parser.add_argument("--data_dir", default=None, help="prepared dataset to draw real measures from")
     parser.add_argument("--override", action="append", help="config override FIELD=VALUE (repeatable)")
     parser.add_argument("--steps_per_execution", type=int, default=1, help="Keras steps per tf.function call")
+    parser.add_argument("--profile_dir", default=None,
+                        help="write a TensorBoard profiler trace of --profile_steps training steps here")
+    parser.add_argument("--profile_steps", type=int, default=5, help="steps traced with --profile_dir")
     args = parser.parse_args()
     overrides = _parse_overrides(args.override)
     print(f"load average before: {os.getloadavg()}", flush=True)
     for name in args.configs.split(","):
         result = bench_config(
-            name, overrides, args.steps, args.warmup, args.decode_batches, args.data_dir, args.steps_per_execution
+            name, overrides, args.steps, args.warmup, args.decode_batches, args.data_dir, args.steps_per_execution,
+            args.profile_dir, args.profile_steps,
         )
         print(json.dumps(result), flush=True)
     print(f"load average after: {os.getloadavg()}", flush=True)

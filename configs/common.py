@@ -31,6 +31,8 @@ Field reference:
 ``train.lr_schedule``            'constant' or 'cosine' (decays to lr_final_fraction * lr over the run).
 ``train.lr_warmup_steps``        linear warm-up steps.
 ``train.weight_decay``           AdamW decoupled weight decay (0 = plain Adam).
+``train.token_dropout``          probability that a teacher-forced previous token is replaced by START
+                                 (word dropout: the decoder must read z instead of copying its inputs).
 ``train.clipnorm``               global gradient-norm clip (0 = off).
 ``train.beta``                   KL weight (our recon is a per-token mean: beta = 1/24 is the plain ELBO).
 ``train.beta_anneal_steps``      linear warm-up of beta from 0 (0 = constant).
@@ -56,7 +58,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from music_attr_vae.model.regularization import DEFAULT_DISTANCE_SCALE
+from music_attr_vae.model.regularization import default_entry
 
 # The paper regularises rhythmic complexity on dim 0 and pitch range on dim 2.
 PAPER_DIMS = {"rhythmic_complexity": 0, "pitch_range": 2}
@@ -96,6 +98,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.lr_final_fraction = 0.05
     config.train.lr_warmup_steps = 0
     config.train.weight_decay = 0.0
+    config.train.token_dropout = 0.0
     config.train.clipnorm = 0.0
     config.train.beta = 0.001
     config.train.beta_anneal_steps = 0
@@ -125,22 +128,14 @@ def get_config() -> ml_collections.ConfigDict:
 def regularization(dims: dict, **overrides) -> ml_collections.ConfigDict:
     """Regularization entries {attribute: dim} with the defaults of the authors' code.
 
-    Defaults: L1 loss, delta=10, gamma=1, target 'sign' (the paper's order
+    Defaults (``regularization.default_entry``): L1 loss, delta=10, gamma=1, target 'sign' (the paper's order
     target), the attribute's default ``scale`` (used by target 'distance')
     and consistency 0 (off); every field is present so it can be overridden
     from the command line.  Keyword arguments apply to every entry.
     """
     reg = ml_collections.ConfigDict()
     for name, dim in dims.items():
-        entry = {
-            "dim": dim,
-            "gamma": 1.0,
-            "delta": 10.0,
-            "loss": "l1",
-            "target": "sign",
-            "scale": DEFAULT_DISTANCE_SCALE[name],
-            "consistency": 0.0,
-        }
+        entry = dict(default_entry(name), dim=dim)
         entry.update(overrides)
         reg[name] = ml_collections.ConfigDict(entry)
     return reg

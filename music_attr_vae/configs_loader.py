@@ -144,6 +144,7 @@ _RULES: Dict[str, tuple] = {
     "train.lr_final_fraction": _unit,
     "train.lr_warmup_steps": _non_negative_int,
     "train.weight_decay": _non_negative,
+    "train.token_dropout": _fraction,
     "train.clipnorm": _non_negative,
     "train.beta": _non_negative,
     "train.beta_anneal_steps": _non_negative_int,

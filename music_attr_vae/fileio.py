@@ -7,17 +7,27 @@ hidden temporary behind.  ``tempfile`` makes its files 0600 and its folders
 0700; here they get ``0666 & ~umask`` and ``0777 & ~umask`` like ``open`` and
 ``mkdir`` would, so outputs are as shareable as the user's umask says.
 
+Every temporary carries the writer's pid (``.NAME.tmp-PID-XXXX``,
+``.NAME.old-PID-XXXX``), so :func:`recover_dir` can tell a killed writer's
+leftovers from a running one's: it removes those of dead pids and puts back a
+folder that a kill left moved aside.  Nothing that does not match this naming
+is ever touched.  On Linux a folder is swapped in with one
+``renameat2(RENAME_EXCHANGE)``, so there is no moment without the folder.
+
 This module imports nothing from the package: every layer may use it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence
 
 TEMP_MARK = ".tmp-"
 OLD_MARK = ".old-"
@@ -38,9 +48,9 @@ def dir_mode() -> int:
     return 0o777 & ~umask()
 
 
-def temp_prefix(target: str) -> str:
-    """The prefix of every temporary this module makes for ``target``: ``.NAME.tmp-``."""
-    return f".{os.path.basename(os.path.abspath(target))}{TEMP_MARK}"
+def temp_prefix(target: str, mark: str = TEMP_MARK) -> str:
+    """The prefix of the temporaries this process makes for ``target``: ``.NAME.tmp-PID-``."""
+    return f".{os.path.basename(os.path.abspath(target))}{mark}{os.getpid()}-"
 
 
 @contextlib.contextmanager
@@ -86,16 +96,60 @@ def make_temp_dir(target: str) -> str:
     return tmp
 
 
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _load_renameat2():
+    """libc's ``renameat2`` (Linux, glibc >= 2.28), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        func = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return func
+
+
+_renameat2 = _load_renameat2()
+
+
+def exchange(a: str, b: str) -> bool:
+    """Atomically swap two existing paths; False when the system cannot (then nothing changed)."""
+    if _renameat2 is None:
+        return False
+    import ctypes
+
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), b)
+
+
 def swap_dir_into_place(new_dir: str, target: str) -> None:
-    """Rename ``new_dir`` onto ``target``; an existing ``target`` is moved aside first and removed after.
+    """Put ``new_dir`` at ``target``; an existing ``target`` is removed after.
 
     The caller must already know that ``target`` holds only what this package
-    wrote there.  If the second rename fails the old folder is put back.
+    wrote there.  Where ``renameat2(RENAME_EXCHANGE)`` works the two folders
+    trade places in one step (a kill then leaves the old one under the
+    temporary name, which :func:`recover_dir` removes).  Elsewhere the old
+    folder is first renamed to ``.NAME.old-PID-XXXX``; if the second rename
+    fails it is put back, and if the process is killed in between,
+    :func:`recover_dir` puts it back on the next run.
     """
+    if os.path.isdir(target) and not os.path.islink(target) and exchange(new_dir, target):
+        shutil.rmtree(new_dir, ignore_errors=True)  # now holds the old folder
+        return
     old = None
     if os.path.exists(target):
-        old = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(target)),
-                               prefix=f".{os.path.basename(os.path.abspath(target))}{OLD_MARK}")
+        old = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(target)), prefix=temp_prefix(target, OLD_MARK))
         os.rmdir(old)
         os.replace(target, old)
     try:
@@ -177,3 +231,72 @@ def publish_files(out_dir: str, names: Sequence[str], manifest: str, write: Call
                 os.rmdir(out_dir)
         raise
     shutil.rmtree(staging, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ leftovers of killed writers
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (a zombie counts as dead)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _leftovers(target: str, mark: str) -> List[tuple]:
+    """``(path, pid)`` of the temporaries named ``.NAME<mark>PID-XXXX`` beside ``target``."""
+    target = os.path.abspath(target)
+    parent, name = os.path.dirname(target), os.path.basename(target)
+    pattern = re.compile(re.escape(f".{name}{mark}") + r"(\d+)-[A-Za-z0-9_]+(\.[A-Za-z0-9]+)?")
+    try:
+        entries = sorted(os.listdir(parent))
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        match = pattern.fullmatch(entry)
+        if match:
+            found.append((os.path.join(parent, entry), int(match.group(1))))
+    return found
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+
+
+def recover_dir(target: str) -> Optional[str]:
+    """Clean up after writers of ``target`` that were killed; returns the path restored, if any.
+
+    A ``.NAME.old-PID-*`` folder of a dead process is moved back to ``target``
+    when ``target`` is missing (a kill between the two renames of
+    :func:`swap_dir_into_place`) and removed otherwise; ``.NAME.tmp-PID-*``
+    entries of dead processes are removed.  Leftovers of live processes, and
+    anything not named by this module, are left alone.
+    """
+    restored = None
+    for path, pid in _leftovers(target, OLD_MARK):
+        if pid_alive(pid):
+            continue
+        if restored is None and not os.path.lexists(target):
+            os.replace(path, target)
+            restored = path
+        else:
+            _remove(path)
+    for path, pid in _leftovers(target, TEMP_MARK):
+        if not pid_alive(pid):
+            _remove(path)
+    return restored

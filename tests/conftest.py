@@ -64,3 +64,4 @@ def quick_workdir(tmp_path_factory, prepared_small) -> pathlib.Path:
     config = load_config(str(CONFIGS_DIR / "quick.py"))
     training.train(config, str(workdir), source=str(prepared_small))
     return workdir
+

@@ -64,6 +64,7 @@ def test_swap_dir_into_place_replaces_and_restores(tmp_path, monkeypatch):
         return real_replace(src, dst)
 
     monkeypatch.setattr(fileio.os, "replace", failing_replace)
+    monkeypatch.setattr(fileio, "_renameat2", None)  # the two-rename fallback
     with pytest.raises(OSError, match="disk full"):
         fileio.swap_dir_into_place(str(broken), str(target))
     assert (target / "fresh").read_text() == "fresh"  # the previous folder is back in place
@@ -103,3 +104,36 @@ def test_publish_files_puts_everything_back_when_a_move_fails(tmp_path, monkeypa
     with pytest.raises(FileExistsError, match="already holds c.txt"):
         _publish(out, {"c.txt": "c", "m.json": first["m.json"]})
     assert (out / "c.txt").read_text() == "someone's"
+
+
+@pytest.mark.skipif(fileio._renameat2 is None, reason="no renameat2 on this system")
+def test_swap_exchanges_in_one_step_where_the_system_can(tmp_path, monkeypatch):
+    target, new = tmp_path / "out", tmp_path / "new"
+    target.mkdir()
+    (target / "old").write_text("old")
+    new.mkdir()
+    (new / "fresh").write_text("fresh")
+    renames = []
+    real_replace = os.replace
+    monkeypatch.setattr(fileio.os, "replace", lambda a, b: renames.append((a, b)) or real_replace(a, b))
+    fileio.swap_dir_into_place(str(new), str(target))
+    assert renames == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert [p.name for p in target.iterdir()] == ["fresh"]
+
+
+def test_recover_dir_restores_a_moved_aside_folder_and_removes_dead_leftovers(tmp_path):
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead, me = child.pid, os.getpid()
+    for name in (f".out.old-{dead}-abc", f".out.tmp-{dead}-def", f".out.tmp-{dead}-ghi.part",
+                 f".out.tmp-{me}-live", ".out.tmp-x", f".outer.tmp-{dead}-a"):
+        (tmp_path / name).mkdir() if "part" not in name else (tmp_path / name).write_text("x")
+    (tmp_path / f".out.old-{dead}-abc" / "dataset").write_text("kept")
+    assert fileio.recover_dir(str(tmp_path / "out")) == str(tmp_path / f".out.old-{dead}-abc")
+    assert (tmp_path / "out" / "dataset").read_text() == "kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["out", f".out.tmp-{me}-live", ".out.tmp-x", f".outer.tmp-{dead}-a"])
+    assert not fileio.pid_alive(dead) and fileio.pid_alive(me)

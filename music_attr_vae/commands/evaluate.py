@@ -2,6 +2,7 @@
 
     music-attr-vae evaluate --workdir=DIR
     music-attr-vae evaluate --saved_model=DIR/saved_model --data_dir=PREPARED [--output_dir=OUT]
+    music-attr-vae evaluate --workdir=DIR --source=../shared/data/oneills1850   # another corpus
 
 Writes metrics.json (schema in music_attr_vae/evaluation/evaluate.py), the
 three figures as PNG and figure_data.npz to DIR/eval (or --output_dir), and
@@ -22,6 +23,8 @@ SURFACE_MAX = int(MAX_GRID**0.5)  # Figure 2's grid: at most MAX_GRID decodes
 flags.DEFINE_string("workdir", None, "Training workdir to evaluate (latest checkpoint; data dir from its config.json).")
 flags.DEFINE_string("saved_model", None, "An exported SavedModel to evaluate instead of a workdir (needs --data_dir).")
 flags.DEFINE_string("data_dir", None, "Prepared dataset whose test split is used (default for --workdir: the one it was trained on).")
+flags.DEFINE_string("source", None, "Evaluate on every measure of this corpus (ABC/MIDI file, folder or glob; untransposed) "
+                    "instead of the test split; 'seen' then means 'in the model's training split'.")
 flags.DEFINE_string("output_dir", None, "Where metrics.json and the figures go (default: DIR/eval, or eval/ beside the SavedModel).")
 flags.DEFINE_string("name", None, "Model name in the report (default: the workdir's base name).")
 # Every size a request can ask for is bounded (the serving limits of music_attr_vae.export).
@@ -74,13 +77,17 @@ def main(argv):
     try:
         if FLAGS.workdir:
             result = evaluate.evaluate_workdir(
-                FLAGS.workdir, data_dir=FLAGS.data_dir, output_dir=FLAGS.output_dir, name=FLAGS.name, options=options
+                FLAGS.workdir, data_dir=FLAGS.data_dir, output_dir=FLAGS.output_dir, name=FLAGS.name,
+                options=options, source=FLAGS.source,
             )
         else:
             result = evaluate.evaluate_saved_model(
-                FLAGS.saved_model, FLAGS.data_dir, output_dir=FLAGS.output_dir, name=FLAGS.name, options=options
+                FLAGS.saved_model, FLAGS.data_dir, output_dir=FLAGS.output_dir, name=FLAGS.name, options=options,
+                source=FLAGS.source,
             )
     except (OSError, ValueError) as err:  # a missing folder, a damaged checkpoint, an unwritable --output_dir
         raise app.UsageError(str(err)) from None
-    summary = dict(result["summary"], n_test=result["data"]["n_test"], seconds=result["timing_s"]["total"])
+    data = result["data"]
+    summary = dict(result["summary"], n_test=data["n_test"], n_unseen=data["n_unseen"], split=data["split"],
+                   seconds=result["timing_s"]["total"])
     print(json.dumps(summary, indent=2))

@@ -31,6 +31,10 @@ _NUM_SHARDS = flags.DEFINE_integer("num_shards", None, "Shards per split (defaul
 _JOBS = flags.DEFINE_integer("jobs", None, "Worker processes (default: all cores when the corpus is large).")
 _CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Download cache for --source=folk_rnn.")
 _PROGRESS = flags.DEFINE_boolean("progress", True, "Show a progress bar on stderr.")
+_ALLOW_UNVERIFIED = flags.DEFINE_boolean(
+    "allow_unverified_download", False,
+    "Accept a --source=folk_rnn download whose sha256 is not pinned (FOLK_RNN_SHA256 is unset).",
+)
 
 flags.mark_flags_as_required(["source", "output_dir"])
 
@@ -60,6 +64,7 @@ def main(argv) -> int:
             jobs=_JOBS.value,
             cache_dir=_CACHE_DIR.value,
             progress=_PROGRESS.value,
+            allow_unverified_download=_ALLOW_UNVERIFIED.value,
         )
     except prepare.PrepareError as err:
         return _fail(err.param, err.message)

@@ -2,22 +2,30 @@
 
 What is read
 ------------
-Headers ``X: T: M: L: K: P:`` (``K:`` ends the header); field lines and inline
-fields ``[K:] [M:] [L:] [P:] [V:]`` in the body; notes with accidentals
-(``^ ^^ _ __ =``, carried to the end of the bar for the same letter and
-octave), octave marks, lengths (``A2 A/2 A/ A// A3/2``), rests ``z x``,
+ABC 2.1 as tune books write it.  Headers ``X: T: M: L: K: P: U:`` (``K:`` ends
+the header; a missing ``X:`` or ``T:`` is not fatal); field lines and inline
+fields ``[K:] [M:] [L:] [P:] [V:] [U:]`` in the body; notes with accidentals
+(``^ ^^ _ __ =``: an accidental holds for that letter *in that octave* until
+the bar line, so ``^c C c'`` plays C# C C; a note tied over the bar line keeps
+it), octave marks, lengths (``A2 A/2 A/ A// A3/2 A3//``), rests ``z x``,
 multi-measure rests ``Z X``, ties ``-`` (merged into one longer note), broken
 rhythm ``> < >> <<``, tuplets ``(3`` and ``(p:q:r``, chords ``[ceg]`` (the top
 note is kept; the chord lasts as long as its first note), repeats ``|: :| ::``
-and variant endings ``[1 [2 |1 :|2 [1,3 [1-3`` (expanded into played order).
-Keys: ``K:D K:Bb K:F#m K:Ador K:Emin K:Gmix K:C lydian K:HP K:Hp K:none`` plus
-explicit accidentals (``K:D =c``).  ``HP``/``Hp`` both play F# and C#.
+and variant endings ``[1 [2 |1 :|2 [1,3 [1-3`` (expanded into played order),
+the invisible bar ``[|]`` (a plain bar, not a section start).  A line ending in
+``\\`` continues on the next line (also in the header, and also when the
+break splits a bar line such as ``||\\`` + ``:``).
+Keys: ``K:D K:Bb K:F#m K:Ador K:Emin K:Gmix K:C lydian K:HP K:Hp K:none``, clef
+words (``K:bass`` changes nothing) and explicit accidentals with or without a
+space (``K:D =c``, ``K:Dmix=c``, ``K:Dmix ^c``; ``K:D exp _b ^f`` gives exactly
+those).  ``HP``/``Hp`` both play F# and C#.
 
 What is dropped (no melody): chord symbols and annotations ``"..."``,
-decorations (``~ . H L M O P S T u v``, ``!trill!``, ``+trill+``), grace notes
-``{..}``, slurs, lyrics (``w: W:``), comments ``%``, line continuations ``\\``,
-spacers ``y``, other field lines.  With several voices (``V:``) only the first
-voice is read.
+decorations in every ABC 2.1 form (``!trill!``, the old ``+trill+``, the
+shortcuts ``~ .`` and the redefinable letters ``H``-``W`` ``h``-``w``, and any
+other symbol that a ``U:`` line defines as a decoration), grace notes ``{..}``,
+slurs, lyrics (``w: W:``), comments ``%``, spacers ``y``, other field lines.
+With several voices (``V:``) only the first voice is read.
 
 Timing (see BUILD_NOTES.md, "NoteSequences from readers")
 ---------------------------------------------------------
@@ -45,7 +53,8 @@ Skip reasons (``SkipTune.reason``)
 ``no_key_field``   no ``K:`` line
 ``bad_header``     a line before ``K:`` that is not a field (e.g. music before the key)
 ``bad_key``        a ``K:`` value that names no key
-``unsupported_meter``  ``M:none`` or a meter that cannot be read
+``unsupported_meter``  ``M:none`` or a meter that cannot be read (raised after the
+                   whole tune is read, so a syntax error in such a tune is counted as such)
 ``bad_length``     an ``L:`` value that cannot be read
 ``bad_syntax``     a character that is not ABC music (e.g. a stray ``]``)
 ``bad_duration``   a zero-length note, or a broken rhythm with nothing before it
@@ -90,31 +99,71 @@ class SkipTune(Exception):
 # ----------------------------------------------------------------------------- tune books
 
 _X_LINE = re.compile(r"^X:", re.M)
+_K_LINE = re.compile(r"^K:", re.M)
 _BOOK_HEADER_FIELD = re.compile(r"^[ML]:.*$", re.M)
+_BLOCK_SPLIT = re.compile(r"\n[ \t]*\n")
+_STARTS_WITH_FIELD = re.compile(r"^(?:%[^\n]*\n)*[A-Za-z]:")
+
+
+def _is_headless_tune(block: str) -> bool:
+    """A block of lines that is a tune without its ``X:`` line: fields first, a ``K:`` line, music."""
+    return bool(_STARTS_WITH_FIELD.match(block) and _K_LINE.search(block))
+
+
+def _chunk_tunes(chunk: str) -> List[str]:
+    """Tunes in the text from one ``X:`` line to the next (or before the first one).
+
+    After the block holding the tune's ``K:`` line, a block (after a blank line)
+    that starts with fields and has its own ``K:`` line is a further tune whose
+    ``X:`` line is missing; other blocks stay with the tune (the reader stops
+    at the blank line after the music).
+    """
+    tunes: List[str] = []
+    current: List[str] = []
+    has_key = False
+    for block in _BLOCK_SPLIT.split(chunk):
+        if has_key and _is_headless_tune(block.strip()):
+            tunes.append("\n\n".join(current).strip())
+            current, has_key = [], False
+        current.append(block)
+        has_key = has_key or bool(_K_LINE.search(block))
+    if current and "\n\n".join(current).strip():
+        tunes.append("\n\n".join(current).strip())
+    return tunes
 
 
 def split_abc_book(text: str) -> List[str]:
-    """Split an ABC file into tune texts, each starting with its ``X:`` line.
+    """Split an ABC file into tune texts, each starting with its ``X:`` line (when it has one).
 
     ``M:``/``L:`` fields of a file header (text before the first ``X:``) are the
-    book's defaults: they are copied right after each tune's ``X:`` line, where
-    the tune's own fields still override them.
+    book's defaults: they are copied right after each tune's first line, where
+    the tune's own fields still override them.  A missing ``X:`` is not fatal:
+    a blank-line separated block of fields with a ``K:`` line and music (before
+    the first ``X:``, or after a tune) is a tune of its own.
     """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     starts = [m.start() for m in _X_LINE.finditer(text)]
-    if not starts:
-        return []
-    defaults = _BOOK_HEADER_FIELD.findall(text[: starts[0]])
-    tunes = []
+    head = text[: starts[0]] if starts else text
+    defaults: List[str] = []
+    tunes: List[str] = []
+    for block in _BLOCK_SPLIT.split(head):
+        if _is_headless_tune(block.strip()):
+            tunes.extend(_chunk_tunes(block.strip()))
+        elif not tunes:
+            defaults.extend(_BOOK_HEADER_FIELD.findall(block))
     for i, start in enumerate(starts):
         end = starts[i + 1] if i + 1 < len(starts) else len(text)
-        tune = text[start:end].strip()
-        if defaults:
-            first_nl = tune.find("\n")
-            if first_nl < 0:
-                first_nl = len(tune)
-            tune = tune[:first_nl] + "\n" + "\n".join(defaults) + tune[first_nl:]
-        tunes.append(tune)
+        tunes.extend(_chunk_tunes(text[start:end]))
+    if defaults:
+        tunes = [_with_defaults(tune, defaults) for tune in tunes]
     return tunes
+
+
+def _with_defaults(tune: str, defaults: List[str]) -> str:
+    first_nl = tune.find("\n")
+    if first_nl < 0:
+        first_nl = len(tune)
+    return tune[:first_nl] + "\n" + "\n".join(defaults) + tune[first_nl:]
 
 
 # ----------------------------------------------------------------------------- header values
@@ -168,25 +217,47 @@ _SEMITONE = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
 _LETTER_FIFTHS = {"c": 0, "d": 2, "e": 4, "f": -1, "g": 1, "a": 3, "b": 5}
 _SHARP_ORDER = "fcgdaeb"
 _MODE_SHIFT = {"maj": 0, "ion": 0, "mix": -1, "dor": -2, "aeo": -3, "min": -3, "m": -3, "phr": -4, "loc": -5, "lyd": 1}
-_KEY_RE = re.compile(r"^\s*(?:(?P<tonic>[A-Ga-g])(?P<acc>[#b]?)(?:\s*(?P<mode>[A-Za-z]+))?|(?P<hp>HP|Hp)|(?P<none>none))(?![^\s])")
-_KEY_ACC_RE = re.compile(r"(?<![^\s])(\^\^|\^|__|_|=)([A-Ga-g])(?![^\s])")
+_KEY_RE = re.compile(r"^\s*(?:(?P<tonic>[A-Ga-g])(?P<acc>[#b]?)(?:\s*(?P<mode>[A-Za-z]+))?|(?P<hp>HP|Hp)|(?P<none>none))(?=[\s=^_]|$)")
+_KEY_ACC_WORD = re.compile(r"(?:(?:\^\^|\^|__|_|=)[A-Ga-g])+")
+_KEY_ACC_RE = re.compile(r"(\^\^|\^|__|_|=)([A-Ga-g])")
 _CLEF_WORDS = {"treble", "bass", "alto", "tenor", "perc", "clef", "exp", "none", "octave", "transpose", "middle"}
 _ACC_VALUE = {"^": 1, "^^": 2, "_": -1, "__": -2, "=": 0}
+
+
+def _mode_fifths(tonic: str, acc: str, mode: str, value: str) -> int:
+    """Sharps (> 0) or flats (< 0) of a tonic and mode; SkipTune('bad_key') outside 7 either way."""
+    mode = mode.lower()
+    shift = -3 if mode == "m" else (_MODE_SHIFT[mode[:3]] if mode else 0)
+    fifths = _LETTER_FIFTHS[tonic.lower()] + {"#": 7, "b": -7, "": 0}[acc] + shift
+    if not -7 <= fifths <= 7:
+        raise SkipTune("bad_key", f"K:{value}")
+    return fifths
+
+
+def _signature(fifths: int) -> Dict[str, int]:
+    amap = {c: 0 for c in _LETTERS}
+    for c in _SHARP_ORDER[:max(fifths, 0)]:
+        amap[c] = 1
+    for c in _SHARP_ORDER[::-1][: max(-fifths, 0)]:
+        amap[c] = -1
+    return amap
 
 
 def parse_key(value: str) -> Optional[Dict[str, int]]:
     """A ``K:`` value -> {letter: alteration} for the 7 letters, or None for "no key change".
 
     ``K:`` with only a clef (``K:bass``) changes nothing; ``K:none`` and an empty
-    ``K:`` mean no accidentals.  Raises SkipTune('bad_key') for anything else
-    that names no key.
+    ``K:`` mean no accidentals.  Explicit accidentals follow the key, with or
+    without a space (``K:D =c``, ``K:Dmix=c``, ``K:D ^c_b``); after ``exp`` they
+    are the whole signature (``K:D exp _b ^f``).  Raises SkipTune('bad_key') for
+    anything else that names no key.
     """
     v = value.split("%", 1)[0].strip()
     if not v:
         return {c: 0 for c in _LETTERS}
-    m = _KEY_RE.match(v)
+    first = v.split()[0].split("=")[0].lower()
+    m = None if first in _CLEF_WORDS - {"none"} else _KEY_RE.match(v)
     if m is None:
-        first = v.split()[0].split("=")[0].lower()
         if first in _CLEF_WORDS or first.startswith(("^", "_", "=")):
             amap = None
             rest = v
@@ -200,26 +271,18 @@ def parse_key(value: str) -> Optional[Dict[str, int]]:
         elif m.group("none"):
             amap = {c: 0 for c in _LETTERS}
         else:
-            mode = (m.group("mode") or "").lower()
-            if mode and mode[:3] not in _MODE_SHIFT and mode != "m":
-                if mode in _CLEF_WORDS:
-                    mode = ""
-                else:
+            mode = m.group("mode") or ""
+            low = mode.lower()
+            if low and low != "m" and low[:3] not in _MODE_SHIFT:
+                if low not in _CLEF_WORDS:
                     raise SkipTune("bad_key", f"K:{v}")
-            shift = _MODE_SHIFT[mode[:3]] if mode and mode != "m" else (-3 if mode == "m" else 0)
-            fifths = _LETTER_FIFTHS[m.group("tonic").lower()] + {"#": 7, "b": -7, "": 0}[m.group("acc")] + shift
-            if not -7 <= fifths <= 7:
-                raise SkipTune("bad_key", f"K:{v}")
-            amap = {c: 0 for c in _LETTERS}
-            for c in _SHARP_ORDER[:max(fifths, 0)]:
-                amap[c] = 1
-            for c in _SHARP_ORDER[::-1][: max(-fifths, 0)]:
-                amap[c] = -1
-    extra = _KEY_ACC_RE.findall(rest)
+                rest = v[m.start("mode"):]  # "K:D exp ...", "K:G treble": not a mode
+                mode = ""
+            amap = _signature(_mode_fifths(m.group("tonic"), m.group("acc"), mode, v))
+    words = rest.split()
+    extra = [pair for w in words if _KEY_ACC_WORD.fullmatch(w) for pair in _KEY_ACC_RE.findall(w)]
     if extra:
-        if amap is None:
-            amap = {c: 0 for c in _LETTERS}
-        if re.search(r"(?<![^\s])exp(?![^\s])", rest):
+        if amap is None or "exp" in words:
             amap = {c: 0 for c in _LETTERS}
         for acc, letter in extra:
             amap[letter.lower()] = _ACC_VALUE[acc]
@@ -275,12 +338,15 @@ _TOKEN_RE = re.compile(
     r"|(?P<broken>[<>]+)"
     r"|(?P<tie>-)"
     r"|(?P<mrest>[ZX](\d+)?)"  # 33
-    r"|(?P<skip>\"[^\"]*\"?|\{[^}]*\}?|![^!\s]*!|\+[^+\s]*\+|[ \t\\~.HLMOPSTuv)`$y]+|[(!])"
+    r"|(?P<skip>\"[^\"]*\"?|\{[^}]*\}?|![^!\s]*!|\+[^+\s]*\+|[ \t\\~.H-Wh-w)`$y]+|[(!])"
     r"|(?P<overlay>&)"
     r"|(?P<other>.)"
 )
 _CHORD_NOTE_RE = re.compile(r"(\^\^|\^|__|_|=)?([A-Ga-g])([,']*)" + _LEN)
 _FIELD_LINE_RE = re.compile(r"^([A-Za-z+]):(.*)$")
+_MUSICAL_FIELDS = frozenset("KMLPVU")  # body fields that change how the music after them is read
+_USER_SYMBOL_RE = re.compile(r"^\s*(\S)\s*=\s*(?:![^!]*!|\+[^+]*\+)\s*$")
+_NOT_REDEFINABLE = frozenset("ABCDEFGabcdefgzxZX|[]:{}()\"<>-&/0123456789^_=,'%")
 
 
 def _small_int(text: str, reason: str) -> int:
@@ -354,27 +420,20 @@ class _TuneParser:
         self.first_voice: Optional[str] = None
         self.voice_active = True
         self.n_pitched = 0
+        self.user_decorations: set = set()  # symbols defined by U: as decorations
+        self.meter_problem = ""  # M:none or an unreadable M: (the tune is skipped after parsing)
 
     # -- header -------------------------------------------------------------
     def parse(self, text: str) -> None:
-        lines = text.splitlines()
-        i = 0
-        in_header = True
+        # Only \n and \r end a line (str.splitlines also splits on \x85, \x0c, ... inside text).
+        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        i = self._parse_header(lines)
         seen_music = False
+        pending = ""  # music continued with a trailing backslash onto the next music line
         while i < len(lines):
             line = lines[i]
             i += 1
             stripped = line.strip()
-            if in_header:
-                if not stripped or stripped.startswith("%"):
-                    continue
-                fm = _FIELD_LINE_RE.match(stripped)
-                if fm is None:
-                    raise SkipTune("bad_header", f"not a field line before K: {stripped[:40]!r}")
-                self._header_field(fm.group(1), fm.group(2).split("%", 1)[0].strip())
-                if fm.group(1) == "K":
-                    in_header = False
-                continue
             if not stripped:
                 if seen_music:
                     break  # a blank line ends the tune
@@ -383,23 +442,51 @@ class _TuneParser:
                 continue
             fm = _FIELD_LINE_RE.match(stripped)
             if fm is not None:
+                if fm.group(1) in _MUSICAL_FIELDS and pending:
+                    self._music_line(pending)  # the field applies after the continued music
+                    pending = ""
                 self._body_field(fm.group(1), fm.group(2).split("%", 1)[0].strip())
                 continue
-            if self.voice_active:
-                self._music_line(line.split("%", 1)[0])
-                seen_music = True
-        if in_header:
-            raise SkipTune("no_key_field", "no K: field")
+            # Lines of other voices are read too: an inline [V:] in them may switch back.
+            music = pending + line.split("%", 1)[0].rstrip()
+            seen_music = True
+            if music.endswith("\\"):
+                pending = music[:-1]
+                continue
+            pending = ""
+            self._music_line(music)
+        if pending:
+            self._music_line(pending)
         self._close_segment()
+
+    def _parse_header(self, lines: List[str]) -> int:
+        """Read the header fields up to ``K:``; returns the index of the first body line."""
+        i = 0
+        while i < len(lines):
+            line = lines[i]
+            i += 1
+            while line.rstrip().endswith("\\") and i < len(lines):
+                line = line.rstrip()[:-1] + " " + lines[i]  # a continued header line
+                i += 1
+            stripped = line.strip()
+            if not stripped or stripped.startswith("%"):
+                continue
+            fm = _FIELD_LINE_RE.match(stripped)
+            if fm is None:
+                raise SkipTune("bad_header", f"not a field line before K: {stripped[:40]!r}")
+            self._header_field(fm.group(1), fm.group(2).split("%", 1)[0].strip())
+            if fm.group(1) == "K":
+                return i
+        raise SkipTune("no_key_field", "no K: field")
 
     def _header_field(self, key: str, value: str) -> None:
         if key == "T" and not self.title:
             self.title = value
         elif key == "M":
-            if value.lower() == "none":
-                raise SkipTune("unsupported_meter", "M:none")
-            self.header_meter = parse_meter(value)
-            self.meter = self.header_meter
+            self.meter_problem = ""  # a later header M: replaces an earlier one
+            meter = self._read_meter(value)
+            self.header_meter = meter
+            self.meter = meter or (4, 4)
             self.seg.meter = self.meter
         elif key == "L":
             self.unit = parse_unit_length(value)
@@ -407,6 +494,8 @@ class _TuneParser:
             self.part_order = parse_part_order(value)
         elif key == "V" and self.first_voice is None:
             self.first_voice = value.split()[0] if value.split() else ""  # a declaration only
+        elif key == "U":
+            self._user_symbol(value)
         elif key == "K":
             key_map = parse_key(value)
             self.key = key_map if key_map is not None else {c: 0 for c in _LETTERS}
@@ -425,10 +514,8 @@ class _TuneParser:
                 self.key = key_map
                 self.bar_acc = {}
         elif key == "M":
-            if value.lower() == "none":
-                raise SkipTune("unsupported_meter", "M:none")
             # A change inside a bar takes effect at the next barline.
-            self.meter = parse_meter(value)
+            self.meter = self._read_meter(value) or self.meter
             if not self.seg.events:
                 self.seg.meter = self.meter
         elif key == "L":
@@ -437,7 +524,35 @@ class _TuneParser:
             self._close_segment()
             label = value.strip()[:1]
             self.items.append(("label", label))
+        elif key == "U":
+            self._user_symbol(value)
         # Other fields (T:, w:, W:, Q:, N:, R:, ...) carry no melody.
+
+    def _read_meter(self, value: str) -> Optional[Meter]:
+        """parse_meter, except that ``M:none`` or an unreadable meter is noted, not raised.
+
+        The tune is still read to the end (so that a syntax error in it is
+        counted as such); :func:`abc_tune_to_sequence` then skips it as
+        ``unsupported_meter``.
+        """
+        try:
+            if value.strip().lower() == "none":
+                raise SkipTune("unsupported_meter", "M:none")
+            return parse_meter(value)
+        except SkipTune as skip:
+            self.meter_problem = self.meter_problem or skip.detail
+            return None
+
+    def _user_symbol(self, value: str) -> None:
+        """``U: Y = !trill!``: a symbol defined as a decoration is read as one from here on.
+
+        ``~``, ``H``-``W`` and ``h``-``w`` are decorations whatever they are defined as
+        (the tokenizer skips them); a definition of a note, rest or bar character
+        changes nothing.
+        """
+        m = _USER_SYMBOL_RE.match(value)
+        if m and m.group(1) not in _NOT_REDEFINABLE:
+            self.user_decorations.add(m.group(1))
 
     def _voice(self, value: str) -> None:
         name = value.split()[0] if value.split() else ""
@@ -516,7 +631,7 @@ class _TuneParser:
                 self.items.append(("ending", _ending_numbers(m.group(17))))
             elif kind == "field":
                 key, value = m.group(19), m.group(20).strip()
-                if key in "KMLPV":
+                if key in _MUSICAL_FIELDS:
                     self._body_field(key, value)
                     unit = self.unit
             elif kind == "mrest":
@@ -525,7 +640,7 @@ class _TuneParser:
                 self._add_event(-1, bars * num * 4.0 / den)
             elif kind == "overlay":
                 raise SkipTune("polyphonic", "voice overlay '&'")
-            else:
+            elif m.group() not in self.user_decorations:
                 raise SkipTune("bad_syntax", f"unexpected {m.group()!r}")
 
     def _barline(self, text: str, numbers: Optional[str]) -> None:
@@ -538,6 +653,8 @@ class _TuneParser:
         if set(text) == {":"}:
             end_rep = start_rep = True
             double = False
+        elif text == "[|]":  # an invisible bar line: not a section start
+            end_rep = start_rep = double = False
         else:
             end_rep = text.startswith(":")
             start_rep = text.endswith(":")
@@ -859,6 +976,8 @@ def abc_tune_to_sequence(text: str, origin: str = "", index: int = 0) -> music_p
     """One ABC tune (``X:`` ... ) -> a monophonic qpm-120 NoteSequence; raises SkipTune."""
     parser = _TuneParser()
     parser.parse(text)
+    if parser.meter_problem:
+        raise SkipTune("unsupported_meter", parser.meter_problem)
     if parser.n_pitched == 0:
         raise SkipTune("no_notes", "no pitched note")
     layout = _Layout()

@@ -37,11 +37,13 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import errno
 import hashlib
 import json
 import math
 import multiprocessing
 import os
+import re
 import shutil
 import struct
 import sys
@@ -54,6 +56,9 @@ from music_attr_vae.data import attributes, measures
 
 SPLITS = ("train", "validation", "test")
 SUMMARY_FILE = "summary.json"
+# Written last into every prepared folder: the sha256 of its summary.json.  A folder is
+# replaced only when this marker matches and it holds nothing but the files its summary lists.
+MARKER_FILE = ".music_attr_vae_prepared"
 FORMAT_VERSION = 1
 DEFAULT_SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 
@@ -89,6 +94,9 @@ class PrepareError(ValueError):
 def shard_name(split: str, index: int, count: int) -> str:
     """File name of one shard, ``<split>.tfrecord-NNNNN-of-MMMMM``."""
     return f"{split}.tfrecord-{index:05d}-of-{count:05d}"
+
+
+_SHARD_NAME = re.compile(rf"({'|'.join(SPLITS)})\.tfrecord-\d{{5}}-of-\d{{5}}")
 
 
 # ------------------------------------------------------------------ per tune
@@ -474,6 +482,41 @@ def _pool_context():
     return multiprocessing.get_context("spawn")
 
 
+_PR_SET_PDEATHSIG = 1
+_WATCH_PARENT_S = 0.5
+
+
+def _exit_with_parent(owner_pid: int) -> None:
+    """Worker initializer: end this worker when the process that started the pool dies.
+
+    A worker blocked on the task queue never notices a ``kill -9`` of its
+    parent (it holds the queue's other end), so on Linux the kernel is asked to
+    SIGKILL it when its parent goes (``PR_SET_PDEATHSIG``), and a watchdog
+    thread also checks every 0.5 s that ``owner_pid`` still lives (this covers
+    forkserver workers, whose parent is the server, and other systems).
+    """
+    import signal
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while fileio.pid_alive(owner_pid):
+            time.sleep(_WATCH_PARENT_S)
+        os._exit(1)
+
+    if not fileio.pid_alive(owner_pid):
+        os._exit(1)
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _run_in_pool(chunks: Sequence, max_shift: int, serialize: bool, jobs: int) -> Iterator[Tuple[int, list]]:
     """Yield ``(chunk index, results)`` as chunks finish, in any order.
 
@@ -487,7 +530,8 @@ def _run_in_pool(chunks: Sequence, max_shift: int, serialize: bool, jobs: int) -
     front, back = 0, len(chunks)  # chunks[front:back] are unclaimed
     in_flight: Dict[futures.Future, int] = {}
     try:
-        with futures.ProcessPoolExecutor(max_workers=jobs, mp_context=_pool_context()) as pool:
+        with futures.ProcessPoolExecutor(max_workers=jobs, mp_context=_pool_context(),
+                                         initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
             while front < back or in_flight:
                 while front < back and len(in_flight) < 2 * jobs:
                     in_flight[pool.submit(process_chunk, chunks[front], max_shift, serialize)] = front
@@ -585,13 +629,70 @@ def _check_int(param: str, value, low: int, high: Optional[int] = None) -> int:
     return int(value)
 
 
+def _listed_files(path: str) -> Optional[List[str]]:
+    """The files a prepared folder's summary lists (summary, marker, shards), or None when it is not one.
+
+    A folder is prepared when its ``summary.json`` is this package's format
+    (``format_version``, the three splits) and every shard it lists exists.
+    """
+    try:
+        summary = read_summary(path)
+        if summary.get("format_version") != FORMAT_VERSION:
+            return None
+        shards = [name for split in SPLITS for name in summary["splits"][split]["shards"]]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    if not all(isinstance(n, str) and _SHARD_NAME.fullmatch(n) for n in shards):
+        return None
+    if not all(os.path.isfile(os.path.join(path, n)) for n in shards):
+        return None
+    return [SUMMARY_FILE, MARKER_FILE, *shards]
+
+
 def is_prepared_dir(path: str) -> bool:
-    return os.path.isdir(path) and os.path.isfile(os.path.join(path, SUMMARY_FILE))
+    """Whether ``path`` holds a dataset written by :func:`prepare` (not merely a file named summary.json)."""
+    return os.path.isdir(path) and _listed_files(path) is not None
 
 
 def read_summary(path: str) -> dict:
     with open(os.path.join(path, SUMMARY_FILE), encoding="utf-8") as f:
         return json.load(f)
+
+
+def _summary_digest(path: str) -> str:
+    with open(os.path.join(path, SUMMARY_FILE), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _marker(summary_sha256: str) -> dict:
+    return {"written_by": "music_attr_vae prepare", "format_version": FORMAT_VERSION, "summary_sha256": summary_sha256}
+
+
+def _refuse_unless_ours(out: str, shown: str) -> None:
+    """PrepareError unless the folder ``out`` holds only a dataset :func:`prepare` wrote, with its marker."""
+    listed = _listed_files(out)
+    if listed is None:
+        raise PrepareError(
+            "output_dir", f"{shown!r} exists, is not empty and is not a dataset written by prepare "
+            f"(no valid {SUMMARY_FILE} with its shards); refusing to replace it"
+        )
+    try:
+        with open(os.path.join(out, MARKER_FILE), encoding="utf-8") as f:
+            marker = json.load(f)
+    except (OSError, ValueError):
+        marker = None
+    if marker != _marker(_summary_digest(out)):
+        raise PrepareError(
+            "output_dir", f"{shown!r} holds a {SUMMARY_FILE} that prepare did not write there (missing or stale "
+            f"{MARKER_FILE}); refusing to replace it"
+        )
+    extra = sorted(set(os.listdir(out)) - set(listed))
+    if extra:
+        raise PrepareError(
+            "output_dir", f"{shown!r} is a prepared dataset but also holds {os.path.join(shown, extra[0])!r}"
+            f"{f' and {len(extra) - 1} more' if len(extra) > 1 else ''}, which prepare did not write; "
+            "refusing to replace it (move those files out, or choose another --output_dir)"
+        )
 
 
 def _check_output_dir(output_dir: str) -> str:
@@ -601,13 +702,15 @@ def _check_output_dir(output_dir: str) -> str:
     parent = os.path.dirname(out)
     if not os.path.isdir(parent):
         raise PrepareError("output_dir", f"the parent directory of {output_dir!r} does not exist ({parent})")
-    if os.path.exists(out):
-        if not os.path.isdir(out):
+    try:
+        fileio.recover_dir(out)  # leftovers of a killed prepare
+    except OSError as err:
+        raise PrepareError("output_dir", f"cannot clean up after an interrupted prepare of {output_dir!r}: {err}") from None
+    if os.path.lexists(out):
+        if not os.path.isdir(out) or os.path.islink(out):
             raise PrepareError("output_dir", f"{output_dir!r} exists and is not a directory")
-        if os.listdir(out) and not is_prepared_dir(out):
-            raise PrepareError(
-                "output_dir", f"{output_dir!r} exists, is not empty and is not a prepared dataset; refusing to overwrite it"
-            )
+        if os.listdir(out):
+            _refuse_unless_ours(out, output_dir)
     return out
 
 
@@ -646,10 +749,21 @@ def _write_split(directory: str, split: str, records: List[bytes], seed: int, nu
     return names
 
 
+def _write_summary(directory: str, summary: dict) -> None:
+    """``summary.json``, then the marker that says prepare wrote it (the sha256 of its bytes)."""
+    text = json.dumps(summary, indent=2, sort_keys=False) + "\n"
+    with open(os.path.join(directory, SUMMARY_FILE), "w", encoding="utf-8") as f:
+        f.write(text)
+    with open(os.path.join(directory, MARKER_FILE), "w", encoding="utf-8") as f:
+        json.dump(_marker(hashlib.sha256(text.encode("utf-8")).hexdigest()), f)
+
+
 def _install(tmp_dir: str, out: str) -> None:
-    """Move the finished temp dir onto ``out``; an old prepared dataset there is replaced."""
+    """Move the finished temp dir onto ``out``; an old prepared dataset there (and only that) is replaced."""
     if os.path.isdir(out) and not os.listdir(out):
         os.rmdir(out)
+    elif os.path.lexists(out):
+        _refuse_unless_ours(out, out)  # again: files may have appeared while the corpus was processed
     fileio.swap_dir_into_place(tmp_dir, out)
 
 
@@ -664,6 +778,7 @@ def prepare(
     jobs: Optional[int] = None,
     cache_dir: Optional[str] = None,
     progress: bool = True,
+    allow_unverified_download: bool = False,
 ) -> dict:
     """Turn ``source`` (ABC/MIDI file, directory, glob or ``folk_rnn``) into TFRecord shards.
 
@@ -672,6 +787,12 @@ def prepare(
     renamed).  If ``source`` is already a prepared directory its summary is
     returned and nothing is written.  The returned dict is the summary plus
     ``data_dir``, the directory that holds the shards.
+
+    ``output_dir`` may be missing, empty, or a dataset this function wrote
+    (nothing else in it); anything else is refused with a PrepareError naming
+    it.  Leftovers of a killed earlier run are cleaned first.  A folk-rnn
+    download whose checksum is not pinned is refused unless
+    ``allow_unverified_download`` (see ``sources.fetch_folk_rnn``).
     """
     if source and is_prepared_dir(str(source)):
         summary = read_summary(str(source))
@@ -688,7 +809,7 @@ def prepare(
 
     from music_attr_vae.data import sources
 
-    files = sources.resolve_source(str(source), cache_dir=cache_dir)
+    files = sources.resolve_source(str(source), cache_dir=cache_dir, allow_unverified=allow_unverified_download)
     raw_tunes = sources.read_raw_tunes(files)
     ids = tune_ids(raw_tunes)
     results = run_pipeline(raw_tunes, ids, max_shift, jobs=jobs, progress=progress)
@@ -721,7 +842,10 @@ def _build_and_write(results, out, files, fractions, seed, num_shards, params) -
         entry["records"].extend(r.records)
         entry["attrs"].append(r.attribute_summary)
 
-    tmp = fileio.make_temp_dir(out)
+    try:
+        tmp = fileio.make_temp_dir(out)
+    except OSError as err:
+        raise PrepareError("output_dir", f"cannot create a folder beside {out}: {err.strerror or err}") from None
     try:
         splits_summary = {}
         for split in SPLITS:
@@ -762,10 +886,13 @@ def _build_and_write(results, out, files, fractions, seed, num_shards, params) -
                 "tune_examples": dict(sorted(tune_drop_examples.items())),
             },
         }
-        with open(os.path.join(tmp, SUMMARY_FILE), "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2, sort_keys=False)
-            f.write("\n")
+        _write_summary(tmp, summary)
         _install(tmp, out)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise PrepareError("output_dir", f"cannot write the dataset into {out}: {err.strerror or err}"
+                           f"{' (the disk is full)' if err.errno in (errno.ENOSPC, errno.EDQUOT) else ''}; "
+                           "nothing was changed there") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

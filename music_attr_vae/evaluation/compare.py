@@ -78,7 +78,8 @@ def _pct(value) -> str:
 def results_table(results: Sequence[dict]) -> str:
     """The main Markdown table, one row per model."""
     names = attrs.ATTRIBUTE_NAMES
-    header = (["Model", "Config", "Recon. acc. (free-running)", "Recon. acc. (teacher-forced)"]
+    header = (["Model", "Config", "Recon. acc. (free-running)", "Recon. acc. unseen", "Measures exact unseen",
+               "Recon. acc. (teacher-forced)"]
               + [f"Interp. {SHORT_NAMES[n]}" for n in names]
               + ["Interp. mean", "Spearman", "MIG", "SAP", "Modularity"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -86,6 +87,7 @@ def results_table(results: Sequence[dict]) -> str:
         rec, per, summ = r["reconstruction"], r["attributes"], r["summary"]
         interp = [_fmt(per[n]["interpretability"]["r2"]) + ("*" if per[n]["regularised"] else "") for n in names]
         row = ([r["model"]["name"], r["model"]["config"], _pct(rec["token_accuracy_free_running"]),
+                _pct(summ.get("reconstruction_accuracy_unseen")), _pct(summ.get("measure_accuracy_unseen")),
                 _pct(rec["token_accuracy_teacher_forced"])] + interp
                + [_fmt(summ["interpretability_mean"]), _fmt(summ["spearman_mean"]), _fmt(summ["mig_mean"]),
                   _fmt(summ["sap_mean"]), _fmt(summ["modularity"])])
@@ -115,7 +117,9 @@ def detail_table(results: Sequence[dict]) -> str:
 
 LEGEND = """\
 Recon. acc.: token accuracy on the test split, decoding z_mean greedily (free-running, the headline)
-or with teacher forcing. Interp.: interpretability (Adel et al. 2018, linear regression on the dim with
+or with teacher forcing; "unseen" counts only the test measures that do not occur, token for token, in
+the training split (n/a for a model evaluated before this was measured), and "Measures exact unseen" is
+the share of those decoded without a single wrong token. Interp.: interpretability (Adel et al. 2018, linear regression on the dim with
 the highest mutual information); `*` marks an attribute the model regularises. Spearman, MIG and SAP are
 means over the four attributes (Spearman on the regularised dim, or |rho| on the max-MI dim of an
 unregularised attribute); Modularity is over all latent dims. RC rhythmic complexity, PR pitch range,

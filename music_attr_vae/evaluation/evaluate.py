@@ -59,6 +59,7 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from scipy import special
 
 from music_attr_vae import fileio
 from music_attr_vae import workdir as wd
@@ -167,7 +168,7 @@ class LatentModel:
 
         def stats(z_batch, token_batch):
             logits = np.asarray(self._logits_batch(z_batch, token_batch), np.float64)
-            log_probs = logits - _logsumexp(logits)
+            log_probs = logits - special.logsumexp(logits, axis=-1, keepdims=True)
             picked = np.take_along_axis(log_probs, token_batch[..., None].astype(np.int64), axis=-1)[..., 0]
             return (logits.argmax(-1) == token_batch), -picked
 
@@ -175,11 +176,6 @@ class LatentModel:
         correct = np.concatenate([p[0] for p in parts])
         nll = np.concatenate([p[1] for p in parts])
         return float(correct.mean()), float(nll.mean())
-
-
-def _logsumexp(x: np.ndarray) -> np.ndarray:
-    top = x.max(-1, keepdims=True)
-    return top + np.log(np.exp(x - top).sum(-1, keepdims=True))
 
 
 class KerasLatentModel(LatentModel):
@@ -268,10 +264,15 @@ class SavedModelLatentModel(LatentModel):
 # ---------------------------------------------------------------- metric groups
 
 
-def reconstruction_metrics(model: LatentModel, tokens: np.ndarray, z_mean: np.ndarray, z_log_var: np.ndarray) -> dict:
+def reconstruction_metrics(model: LatentModel, tokens: np.ndarray, z_mean: np.ndarray, z_log_var: np.ndarray,
+                           decoded: Optional[np.ndarray] = None) -> dict:
     """Token accuracy free-running (greedy decode of z_mean: the headline) and teacher-forced,
-    NLL per token (teacher-forced, at z_mean) and the KL term per measure."""
-    decoded = model.decode(z_mean)
+    NLL per token (teacher-forced, at z_mean) and the KL term per measure.
+
+    ``decoded`` (the free-running decode of ``z_mean``) is computed when not given.
+    """
+    if decoded is None:
+        decoded = model.decode(z_mean)
     out = {
         "token_accuracy_free_running": float(np.mean(decoded == tokens)),
         "measure_accuracy_free_running": float(np.mean(np.all(decoded == tokens, axis=1))),
@@ -433,11 +434,56 @@ def _strip_rows(model: LatentModel, z: np.ndarray, info: ModelInfo, per_attribut
 # ---------------------------------------------------------------- driver
 
 
+def seen_in(tokens: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Boolean (N,): whether each measure of ``tokens`` occurs, token for token, among ``reference``'s rows."""
+    def rows(array):
+        array = np.ascontiguousarray(np.asarray(array, np.int8).reshape(len(array), -1))
+        return array.view(np.dtype((np.void, array.shape[1]))).ravel()
+
+    if len(tokens) == 0 or len(reference) == 0:
+        return np.zeros(len(tokens), bool)
+    return np.isin(rows(tokens), rows(reference))
+
+
+def attribute_metrics(model: LatentModel, z_mean: np.ndarray, attribute_values: np.ndarray,
+                      regularised: Dict[str, int], options: EvalOptions) -> Tuple[Dict[str, dict], dict]:
+    """:func:`latent_metrics` plus each attribute's :func:`controllability` along its probe dim."""
+    per_attribute, disentanglement = latent_metrics(z_mean, attribute_values, regularised, options)
+    for name in attrs.ATTRIBUTE_NAMES:
+        entry = per_attribute[name]
+        direction = 1 if entry["regularised"] or entry["spearman_signed"] >= 0 else -1
+        entry["controllability"] = controllability(model, z_mean, name, entry["probe_dim"], direction, options)
+    return per_attribute, disentanglement
+
+
+def subset_metrics(model: LatentModel, info: ModelInfo, tokens: np.ndarray, attribute_values: np.ndarray,
+                   z_mean: np.ndarray, z_log_var: np.ndarray, decoded: np.ndarray, masks: Dict[str, np.ndarray],
+                   options: EvalOptions) -> Dict[str, dict]:
+    """Every reconstruction and attribute metric again on each masked subset of the test measures.
+
+    A subset with fewer than 2 measures is reported with its size and no metrics.
+    """
+    out = {}
+    for subset, mask in masks.items():
+        n = int(mask.sum())
+        if n < 2:
+            out[subset] = {"n": n}
+            continue
+        reconstruction = reconstruction_metrics(model, tokens[mask], z_mean[mask], z_log_var[mask], decoded[mask])
+        per_attribute, disentanglement = attribute_metrics(model, z_mean[mask], attribute_values[mask],
+                                                           info.regularised_dims(), options)
+        out[subset] = {"n": n, "reconstruction": reconstruction, "attributes": per_attribute,
+                       "disentanglement": disentanglement,
+                       "summary": summarise(reconstruction, per_attribute, disentanglement)}
+    return out
+
+
 def summarise(reconstruction: dict, per_attribute: Dict[str, dict], disentanglement: dict) -> dict:
     """The headline numbers of the results table."""
     values = list(per_attribute.values())
     return {
         "reconstruction_accuracy": reconstruction["token_accuracy_free_running"],
+        "measure_accuracy": reconstruction["measure_accuracy_free_running"],
         "interpretability_mean": float(np.mean([v["interpretability"]["r2"] for v in values])),
         "spearman_mean": float(np.mean([v["spearman"] for v in values])),
         "isotonic_r2_mean": float(np.mean([v["isotonic_r2"] for v in values])),
@@ -450,15 +496,20 @@ def summarise(reconstruction: dict, per_attribute: Dict[str, dict], disentanglem
 
 def evaluate(model: LatentModel, info: ModelInfo, tokens: np.ndarray, attribute_values: np.ndarray, *,
              data_dir: str, output_dir: str, tensorboard_dir: Optional[str] = None,
-             options: Optional[EvalOptions] = None, timing: Optional[Dict[str, float]] = None) -> dict:
+             options: Optional[EvalOptions] = None, timing: Optional[Dict[str, float]] = None,
+             seen: Optional[np.ndarray] = None, split: str = "test", source: Optional[str] = None) -> dict:
     """Evaluate ``model`` on test measures; write metrics.json (+ figures) into ``output_dir``.
 
-    Returns the metrics dict that was written.
+    ``seen`` (bool, one per measure) marks the test measures that also occur
+    in the training data; every metric is then reported again for the seen and
+    the unseen measures (``subsets``), and the summary carries the unseen
+    accuracies beside the headline.  ``split`` and ``source`` only label the
+    data in the report.  Returns the metrics dict that was written.
     """
     options = options or EvalOptions()
     timing = dict(timing or {})
     if len(tokens) < 2:
-        raise ValueError(f"the test split of {data_dir} has {len(tokens)} measures; need at least 2")
+        raise ValueError(f"the {split} split of {data_dir} has {len(tokens)} measures; need at least 2")
     for name, dim in info.regularised_dims().items():
         if not 0 <= dim < info.z_dim:
             raise ValueError(f"regularisation of {name} uses dim {dim}, outside the {info.z_dim}-dim latent")
@@ -475,15 +526,20 @@ def evaluate(model: LatentModel, info: ModelInfo, tokens: np.ndarray, attribute_
 
     z_mean, z_log_var = model.encode(tokens)
     lap("encode")
-    reconstruction = reconstruction_metrics(model, tokens, z_mean, z_log_var)
+    decoded = model.decode(z_mean)
+    reconstruction = reconstruction_metrics(model, tokens, z_mean, z_log_var, decoded)
     lap("reconstruction")
-    per_attribute, disentanglement = latent_metrics(z_mean, attribute_values, info.regularised_dims(), options)
-    lap("latent_metrics")
-    for k, name in enumerate(attrs.ATTRIBUTE_NAMES):
-        entry = per_attribute[name]
-        direction = 1 if entry["regularised"] or entry["spearman_signed"] >= 0 else -1
-        entry["controllability"] = controllability(model, z_mean, name, entry["probe_dim"], direction, options)
-    lap("controllability")
+    per_attribute, disentanglement = attribute_metrics(model, z_mean, attribute_values, info.regularised_dims(),
+                                                       options)
+    lap("attribute_metrics")
+    subsets: Dict[str, dict] = {}
+    if seen is not None:
+        seen = np.asarray(seen, bool)
+        if seen.shape != (len(tokens),):
+            raise ValueError(f"seen must hold one flag per test measure ({len(tokens)}); got shape {seen.shape}")
+        subsets = subset_metrics(model, info, tokens, attribute_values, z_mean, z_log_var, decoded,
+                                 {"seen": seen, "unseen": ~seen}, options)
+        lap("subsets")
     figure_files: Dict[str, str] = {}
     if options.figures:
         figure_files, figure_data = make_figures(model, info, z_mean, attribute_values, per_attribute,
@@ -491,15 +547,21 @@ def evaluate(model: LatentModel, info: ModelInfo, tokens: np.ndarray, attribute_
         _save_npz_atomically(os.path.join(output_dir, FIGURE_DATA_FILE), figure_data)
         lap("figures")
     summary = summarise(reconstruction, per_attribute, disentanglement)
+    unseen_summary = (subsets.get("unseen") or {}).get("summary") or {}
+    summary["reconstruction_accuracy_unseen"] = unseen_summary.get("reconstruction_accuracy")
+    summary["measure_accuracy_unseen"] = unseen_summary.get("measure_accuracy")
     timing["total"] = round(sum(v for k, v in timing.items() if k != "total"), 3)
     result = {
         "schema_version": SCHEMA_VERSION,
         "model": {"name": info.name, "config": info.config_name, "source": info.source, "path": info.path,
                   "z_dim": info.z_dim, "regularization": info.regularization},
-        "data": {"data_dir": data_dir, "split": "test", "n_test": int(len(tokens))},
+        "data": {"data_dir": data_dir, "split": split, "source": source, "n_test": int(len(tokens)),
+                 "n_seen": None if seen is None else int(seen.sum()),
+                 "n_unseen": None if seen is None else int((~seen).sum())},
         "reconstruction": reconstruction,
         "attributes": per_attribute,
         "disentanglement": disentanglement,
+        "subsets": subsets,
         "summary": summary,
         "figures": figure_files,
         "options": dataclasses.asdict(options),
@@ -526,18 +588,71 @@ def _config_regularization(config) -> Dict[str, dict]:
     return out
 
 
-def _load_test(data_dir: str) -> Tuple[np.ndarray, np.ndarray]:
+def _load_test(data_dir: str, split: str = "test") -> Tuple[np.ndarray, np.ndarray]:
     from music_attr_vae.data import loader
 
     if not os.path.isdir(data_dir):
         raise FileNotFoundError(f"data dir {data_dir} does not exist")
-    arrays = loader.load_arrays(data_dir, "test")
+    arrays = loader.load_arrays(data_dir, split)
     return np.asarray(arrays["tokens"], np.int32), np.asarray(arrays["attributes"], np.float32)
 
 
+SOURCE_SPLIT = "train"  # a --source corpus is prepared whole, into this one split
+
+
+def source_label(source: str) -> str:
+    """A folder name for the evaluation of ``source``: its base name and a short hash of the whole text."""
+    import hashlib
+    import re
+
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(source.rstrip("/*" + os.sep)) or "source")[:40]
+    return f"source-{base}-{hashlib.sha256(source.encode('utf-8')).hexdigest()[:8]}"
+
+
+def prepare_source(source: str, output_dir: str) -> str:
+    """Prepare another corpus for evaluation: every tune in its own key (no transposition), in one split.
+
+    Written to ``output_dir``/data; returns that data dir.  Tunes that do not
+    fit the model's pitch range untransposed are skipped and counted there.
+    """
+    from music_attr_vae.data import prepare
+
+    os.makedirs(output_dir, exist_ok=True)
+    data_dir = os.path.join(output_dir, "data")
+    prepare.prepare(source, data_dir, max_shift=0, split_fractions=(1.0, 0.0, 0.0), progress=False)
+    return data_dir
+
+
+def _evaluation_data(source: Optional[str], data_dir: str, output_dir: str):
+    """(data dir, split, tokens, attributes, seen) for the test split of ``data_dir`` or for ``source``.
+
+    ``seen`` marks the measures that occur in the training split of ``data_dir``.
+    """
+    if source:
+        eval_dir = prepare_source(source, output_dir)
+        tokens, attribute_values = _load_test(eval_dir, SOURCE_SPLIT)
+        return eval_dir, "all", tokens, attribute_values, _seen_in_training(data_dir, tokens)
+    tokens, attribute_values = _load_test(data_dir)
+    return data_dir, "test", tokens, attribute_values, _seen_in_training(data_dir, tokens)
+
+
+def _seen_in_training(data_dir: str, tokens: np.ndarray) -> np.ndarray:
+    """Which test measures also occur, token for token, in the training split of ``data_dir``."""
+    from music_attr_vae.data import loader
+
+    return seen_in(tokens, loader.load_arrays(data_dir, "train")["tokens"])
+
+
 def evaluate_workdir(workdir: str, *, data_dir: Optional[str] = None, output_dir: Optional[str] = None,
-                     name: Optional[str] = None, options: Optional[EvalOptions] = None) -> dict:
-    """Evaluate the latest checkpoint of a training workdir; writes DIR/eval/ and DIR/tensorboard/eval."""
+                     name: Optional[str] = None, options: Optional[EvalOptions] = None,
+                     source: Optional[str] = None) -> dict:
+    """Evaluate the newest intact checkpoint of a training workdir; writes DIR/eval/ and DIR/tensorboard/eval.
+
+    With ``source`` (a file, folder or glob of tunes) the model is evaluated on
+    every measure of that corpus instead of its test split, in
+    DIR/eval/source-NAME-HASH/ by default; "seen" then means "occurs in the
+    model's training split".
+    """
     options = options or EvalOptions()
     workdir = os.path.abspath(workdir)
     if not os.path.isdir(workdir):
@@ -550,16 +665,19 @@ def evaluate_workdir(workdir: str, *, data_dir: Optional[str] = None, output_dir
         source="workdir", path=workdir, z_dim=int(config.model.z_dim), regularization=_config_regularization(config),
     )
     latent_model = KerasLatentModel(model, info.z_dim, options.batch_size)
-    tokens, attribute_values = _load_test(data_dir)
+    label = source_label(source) if source else ""
+    output_dir = output_dir or wd.path(workdir, wd.EVAL_DIR, label)
+    eval_data, split, tokens, attribute_values, seen = _evaluation_data(source, data_dir, output_dir)
     timing = {"load": round(time.perf_counter() - start, 3)}
-    return evaluate(latent_model, info, tokens, attribute_values, data_dir=data_dir,
-                    output_dir=output_dir or wd.path(workdir, wd.EVAL_DIR),
-                    tensorboard_dir=wd.tensorboard_dir(workdir, wd.EVAL_DIR), options=options, timing=timing)
+    return evaluate(latent_model, info, tokens, attribute_values, data_dir=eval_data, output_dir=output_dir,
+                    tensorboard_dir=wd.tensorboard_dir(workdir, os.path.join(wd.EVAL_DIR, label)), options=options,
+                    timing=timing, seen=seen, split=split, source=source)
 
 
 def evaluate_saved_model(saved_model: str, data_dir: str, *, output_dir: Optional[str] = None,
-                         name: Optional[str] = None, options: Optional[EvalOptions] = None) -> dict:
-    """Evaluate an exported SavedModel on the test split of ``data_dir``.
+                         name: Optional[str] = None, options: Optional[EvalOptions] = None,
+                         source: Optional[str] = None) -> dict:
+    """Evaluate an exported SavedModel on the test split of ``data_dir`` (or on ``source``, as for a workdir).
 
     Output goes to ``output_dir`` (TensorBoard images to ``output_dir``/tensorboard)
     or by default beside the SavedModel: DIR/eval and DIR/tensorboard/eval for
@@ -584,15 +702,17 @@ def evaluate_saved_model(saved_model: str, data_dir: str, *, output_dir: Optiona
         config_name=str(config.get("name") or meta.get("model_name") or "?"),
         source="saved_model", path=saved_model, z_dim=latent_model.z_dim, regularization=regularization,
     )
-    tokens, attribute_values = _load_test(os.path.abspath(data_dir))
-    timing = {"load": round(time.perf_counter() - start, 3)}
+    label = source_label(source) if source else ""
     if output_dir:  # a folder of its own: keep the TensorBoard images inside it
         tensorboard_dir = os.path.join(output_dir, "tensorboard")
     else:  # DIR/saved_model -> DIR/eval and DIR/tensorboard/eval, as for a workdir
-        output_dir = wd.path(parent, wd.EVAL_DIR)
-        tensorboard_dir = wd.tensorboard_dir(parent, wd.EVAL_DIR)
-    return evaluate(latent_model, info, tokens, attribute_values, data_dir=os.path.abspath(data_dir),
-                    output_dir=output_dir, tensorboard_dir=tensorboard_dir, options=options, timing=timing)
+        output_dir = wd.path(parent, wd.EVAL_DIR, label)
+        tensorboard_dir = wd.tensorboard_dir(parent, os.path.join(wd.EVAL_DIR, label))
+    eval_data, split, tokens, attribute_values, seen = _evaluation_data(source, os.path.abspath(data_dir), output_dir)
+    timing = {"load": round(time.perf_counter() - start, 3)}
+    return evaluate(latent_model, info, tokens, attribute_values, data_dir=eval_data, output_dir=output_dir,
+                    tensorboard_dir=tensorboard_dir, options=options, timing=timing, seen=seen, split=split,
+                    source=source)
 
 
 # ---------------------------------------------------------------- files

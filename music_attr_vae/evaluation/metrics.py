@@ -39,6 +39,7 @@ import numpy as np
 from scipy import stats
 from sklearn.feature_selection import mutual_info_regression
 from sklearn.isotonic import IsotonicRegression
+from sklearn import metrics as sklearn_metrics
 from sklearn.metrics import mutual_info_score
 
 DEFAULT_MI_MAX_POINTS = 5000
@@ -87,10 +88,9 @@ def subsample_indices(n: int, max_points: Optional[int], seed: int = 0) -> np.nd
 def r2_score(y: np.ndarray, prediction: np.ndarray) -> float:
     """Coefficient of determination, 0.0 for a constant target."""
     y = np.asarray(y, np.float64)
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    if ss_tot <= 0.0:
+    if len(y) == 0 or np.ptp(y) == 0:
         return 0.0
-    return 1.0 - float(np.sum((y - np.asarray(prediction, np.float64)) ** 2)) / ss_tot
+    return float(sklearn_metrics.r2_score(y, np.asarray(prediction, np.float64)))
 
 
 def linear_r2(x, y) -> float:
@@ -116,10 +116,7 @@ def spearman(x, y) -> float:
         raise ValueError(f"spearman: inputs differ in length: {len(x)} vs {len(y)}")
     if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return 0.0
-    rx, ry = stats.rankdata(x), stats.rankdata(y)
-    rx -= rx.mean()
-    ry -= ry.mean()
-    return float(np.clip(rx @ ry / np.sqrt((rx @ rx) * (ry @ ry)), -1.0, 1.0))
+    return float(np.clip(stats.spearmanr(x, y).statistic, -1.0, 1.0))
 
 
 def isotonic_r2(x, y) -> float:
@@ -216,8 +213,7 @@ def discretize(x, num_bins: int = DEFAULT_NUM_BINS) -> np.ndarray:
 def discrete_entropy(codes: np.ndarray) -> float:
     """Entropy (nats) of integer codes."""
     _, counts = np.unique(codes, return_counts=True)
-    p = counts / counts.sum()
-    return float(-(p * np.log(p)).sum())
+    return float(stats.entropy(counts))
 
 
 def discrete_mutual_information(z, a, num_bins: int = DEFAULT_NUM_BINS) -> np.ndarray:

@@ -53,6 +53,8 @@ class HierarchicalDecoder(keras.layers.Layer):
       hidden: units of the beat and tick GRUs.
       num_layers: stacked GRU layers at each level.
       dropout: dropout on the tick inputs and between tick GRU layers (training only).
+      token_dropout: probability that a teacher-forced previous token is replaced by START (training
+        only), so the tick GRU must lean on the beat vector (from z) rather than copy its inputs.
       mask_hold_at_start: forbid HOLD on tick 0 of the measure.
       chains: independent recurrences the batch is cut into (see ``gru.GRU.run``).
       unroll: unroll the teacher-forced recurrences (free running is always a 24-step unrolled loop).
@@ -70,9 +72,11 @@ class HierarchicalDecoder(keras.layers.Layer):
         chains: int = 1,
         unroll: bool = True,
         matmul_dtype: str = "float32",
+        token_dropout: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.token_dropout = float(token_dropout)
         self.z_dim = int(z_dim)
         self.embed_dim = int(embed_dim)
         self.hidden = int(hidden)
@@ -154,6 +158,10 @@ class HierarchicalDecoder(keras.layers.Layer):
         rows = batch * BEATS_PER_MEASURE
         beats = tf.reshape(self.beat_vectors(z), [rows, self.hidden])  # one row per (measure, beat)
         prev = tf.concat([tf.fill([batch, 1], START), tokens[:, :-1]], axis=1)  # (B, 24)
+        if seed is not None and self.token_dropout > 0.0:
+            salted = tf.cast(seed, tf.int32) + tf.constant([0, 7919 * 100], tf.int32)
+            drop = tf.random.stateless_uniform(tf.shape(prev), seed=salted) < self.token_dropout
+            prev = tf.where(drop, tf.fill(tf.shape(prev), START), prev)
         prev = tf.reshape(prev, [rows, TICKS_PER_BEAT])
         first = self.tick_rnns[0]
         if seed is None or self.dropout <= 0.0:

@@ -90,6 +90,7 @@ class MeasureVAE(keras.Model):
         dec_hidden: int,
         dec_layers: int,
         dropout: float = 0.0,
+        token_dropout: float = 0.0,
         mask_hold_at_start: bool = True,
         rnn_chains: int = 1,
         unroll: bool = True,
@@ -123,7 +124,7 @@ class MeasureVAE(keras.Model):
         )
         self.decoder = HierarchicalDecoder(
             z_dim, embed_dim, dec_hidden, dec_layers, dropout, mask_hold_at_start, rnn_chains, unroll, matmul_dtype,
-            name="decoder",
+            token_dropout=token_dropout, name="decoder",
         )
         self.attribute_reg = AttributeRegularization(regularization or {}, z_dim, ATTRIBUTE_NAMES, name="attribute_reg")
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -406,6 +407,7 @@ def model_kwargs(config) -> dict:
         dec_hidden=m.dec_hidden,
         dec_layers=m.dec_layers,
         dropout=m.get("dropout", 0.0),
+        token_dropout=t.get("token_dropout", 0.0),
         mask_hold_at_start=m.get("mask_hold_at_start", True),
         rnn_chains=resolve_rnn_chains(m.get("rnn_chains", 0)),
         unroll=m.get("unroll", True),

@@ -94,6 +94,14 @@ def test_accidentals_carry_to_the_end_of_the_bar_for_the_same_octave():
     assert pitches("^F F f =F F|F ^^C C|_B __B B|") == [66, 66, 77, 65, 65, 65, 62, 62, 70, 69, 69]
 
 
+def test_an_accidental_holds_for_its_octave_only_until_the_barline():
+    # ABC 2.1: ^c raises the c of that octave until the bar line; C and c' keep
+    # the key's C natural; the next bar is back to the key.
+    assert pitches("^c C c c' c|c C|") == [73, 60, 73, 84, 73, 72, 60]
+    # The same inside chords (the top note is kept) and after a decoration.
+    assert pitches("[^cA] Tc C,|c|") == [73, 73, 48, 72]
+
+
 def test_barline_resets_accidentals_and_key_applies():
     assert pitches("F =F F|F c|", K="G") == [66, 65, 65, 66, 72]
 
@@ -127,6 +135,12 @@ def test_tied_note_keeps_its_accidental_over_the_barline():
         ("none", [60, 62, 64, 65, 67, 69, 71]),
         ("D =c", [60, 62, 64, 66, 67, 69, 71]),
         ("C exp ^f _b", [60, 62, 64, 66, 67, 69, 70]),
+        ("D exp _b ^f", [60, 62, 64, 66, 67, 69, 70]),
+        ("Dmix=c", [60, 62, 64, 66, 67, 69, 71]),
+        ("Dmix ^c", [61, 62, 64, 66, 67, 69, 71]),
+        ("D ^c_b", [61, 62, 64, 66, 67, 69, 70]),
+        ("G treble", [60, 62, 64, 66, 67, 69, 71]),
+        ("Bb clef=bass middle=c", [60, 62, 63, 65, 67, 69, 70]),
     ],
 )
 def test_key_signatures_and_modes(key, scale):
@@ -277,6 +291,90 @@ def test_chord_symbols_decorations_grace_notes_slurs_lyrics_comments_are_ignored
 def test_only_the_first_voice_is_read():
     body = "V:1\nC D E F|\nV:2\nC, D, E, F,|\nV:1\nG A B c|\n"
     assert pitches(body) == [C4, D4, E4, F4, G4, A4, B4, C5]
+    # Inline [V:] at line starts, as tune books interleave voices bar-line by bar-line.
+    inline = "[V:1] C D E F|\n[V:2] C, D, E, F,|\n[V:3] E, F, G, A,|\n%\n[V:1] G A B c|\n[V:2] G, A, B, C|\n"
+    assert pitches(inline) == [C4, D4, E4, F4, G4, A4, B4, C5]
+
+
+def test_every_abc21_decoration_form_is_ignored():
+    plain = read("C D E F|G A B c|", L="1/4")
+    # The shortcuts ~ . and the redefinable letters H-W and h-w, !name! and the old +name+.
+    for symbol in ".~HIJKLMNOPQRSTUVWhijklmnopqrstuvw":
+        assert read(f"{symbol}C D E {symbol}F|G A {symbol}B c|", L="1/4") == plain, symbol
+    assert read("!trill!C !>!D !fermata!E !D.S.!F|+trill+G +fermata+A !p!B c|", L="1/4") == plain
+    # Decorations between a note and its broken-rhythm partner do not break the pair.
+    assert read("C>TD k(E<F)|", L="1/8") == line([C4, D4, E4, F4], [0.75, 0.25, 0.25, 0.75])
+
+
+def test_user_defined_symbols_are_decorations_in_header_and_body():
+    header = "U: Y = !trill!\nU: k = !accent!"
+    body = "YC kD E F|\nU: Z = !fermata!\nG A B c|\n[U: y = !coda!]C4|"
+    # Y becomes a decoration; Z, a rest, and y, a spacer, keep their meaning.
+    assert read(body, L="1/4", header=header) == line([C4, D4, E4, F4, G4, A4, B4, C5, C4], [1] * 8 + [4])
+    with pytest.raises(SkipTune) as info:  # without the U: line Y is not music
+        read("YC D E F|", L="1/4")
+    assert info.value.reason == "bad_syntax"
+    # A U: line that maps a symbol to something other than a decoration does not make it one.
+    with pytest.raises(SkipTune):
+        read("YC D E F|", L="1/4", header='U: Y = "text"')
+
+
+def test_line_continuation_joins_music_lines_even_inside_a_barline():
+    # "||\" then ":" on the next line is the end-and-start repeat "||:" split in two.
+    split = read("C D E F||\\\n:G A B c:|\n", L="1/4")
+    joined = read("C D E F||:G A B c:|\n", L="1/4")
+    assert split == joined == line([C4, D4, E4, F4] + [G4, A4, B4, C5] * 2, [1] * 12)
+    # A comment after the backslash, and a comment line in between, are allowed.
+    assert read("C D \\ % first half\n% a remark\nE F|G A B c|", L="1/4") == line(
+        [C4, D4, E4, F4, G4, A4, B4, C5], [1] * 8)
+    # A field line between continued lines applies after the music before it.
+    assert pitches("C D E F|\\\nK:G\nF G A B|") == [C4, D4, E4, F4, 66, G4, A4, B4]
+
+
+def test_continued_header_line_is_one_field():
+    text = "X:1\nT:t\n%%Bfly 0 300 6 \\\n 0 0 3 2 1\nQ:1/4=120 \\\n  % tempo\nM:4/4\nL:1/4\nK:C\nC D E F|\n"
+    assert notes_of(abc_reader.abc_tune_to_sequence(text)) == line([C4, D4, E4, F4], [1] * 4)
+
+
+def test_invisible_bar_line_is_not_a_section_start():
+    # With [|] a plain bar, the end repeat goes back to the tune start and the
+    # pickup G is played again; as a section start it would restart after [|].
+    got = pitches("G|C D E F[|]G A B c:|")
+    assert got == [G4, C4, D4, E4, F4, G4, A4, B4, C5] * 2
+    assert read("G|C D E F[|]G A B c|")[0] == (G4, 3, 4)
+
+
+def test_only_newlines_end_lines():
+    # A NEL (\x85) or form feed inside a text field is text, not a line break.
+    text = "X:1\nT:t\nN: Jiefang\x85 Ribao\x0c gedruckt\nM:4/4\nL:1/4\nK:C\nC D E F|\n"
+    assert notes_of(abc_reader.abc_tune_to_sequence(text)) == line([C4, D4, E4, F4], [1] * 4)
+
+
+def test_missing_x_or_t_field_is_not_fatal():
+    no_title = "X:1\nM:4/4\nL:1/4\nK:C\nC D E F|\n"
+    assert notes_of(abc_reader.abc_tune_to_sequence(no_title)) == line([C4, D4, E4, F4], [1] * 4)
+    book = ("L:1/4\n\nT:No number\nM:4/4\nK:C\nC D E F|\n\n"
+            "X:2\nT:Two\nK:G\nF G A B|\n\n"
+            "T:Three, no number either\nK:D\nF2 C2|\n\nsome free text\n")
+    tunes = abc_reader.split_abc_book(book)
+    assert [t.splitlines()[0] for t in tunes] == ["T:No number", "X:2", "T:Three, no number either"]
+    assert [pitches_of(t) for t in tunes] == [[C4, D4, E4, F4], [66, G4, A4, B4], [66, 61]]
+    assert abc_reader.split_abc_book("T:Only\nK:C\nC D|\n") == ["T:Only\nK:C\nC D|"]
+
+
+def pitches_of(text: str):
+    return [p for p, _, _ in notes_of(abc_reader.abc_tune_to_sequence(text))]
+
+
+def test_syntax_error_in_a_free_meter_tune_is_counted_as_such():
+    with pytest.raises(SkipTune) as info:
+        abc_reader.abc_tune_to_sequence(tune("C D ] E|", M="none"))
+    assert info.value.reason == "bad_syntax"
+    with pytest.raises(SkipTune) as info:
+        abc_reader.abc_tune_to_sequence(tune("C D E|\nM:FREI\nC D|"))
+    assert (info.value.reason, info.value.detail) == ("unsupported_meter", "M:FREI")
+    # A later header M: replaces an unreadable book default.
+    assert pitches_of("X:1\nM:none\nM:4/4\nL:1/4\nK:C\nC D|\n") == [C4, D4]
 
 
 # ----------------------------------------------------------------------------- bar alignment
@@ -434,3 +532,31 @@ def test_the_nottingham_corpus_parses(nottingham_dir):
     assert n_44 > 500
     assert kept_44 >= 0.95 * n_44
     assert off_grid <= 0.02 * n_44  # pickups aligned: only tunes with 32nd notes drop bars
+
+
+SKIP_REASONS = {"no_key_field", "bad_header", "bad_key", "unsupported_meter", "bad_length", "bad_syntax",
+                "bad_duration", "bad_tuplet", "polyphonic", "pitch_out_of_range", "unbalanced_repeat",
+                "too_long", "no_notes"}
+
+
+@pytest.mark.parametrize("collection,min_tunes", [
+    ("oneills1850", 2000), ("airds_airs", 1100), pytest.param("essen", 8000, marks=pytest.mark.slow)])
+def test_extra_collections_reject_at_most_3_percent_for_reasons_other_than_meter(nottingham_dir, collection,
+                                                                                 min_tunes):
+    from music_attr_vae.data import sources
+
+    directory = nottingham_dir.parent / collection
+    total, reasons = 0, collections.Counter()
+    for path in sorted(directory.glob("*.abc")):
+        for i, text in enumerate(abc_reader.split_abc_book(sources.decode_text(path.read_bytes()))):
+            total += 1
+            try:
+                seq = abc_reader.abc_tune_to_sequence(text, origin=path.name, index=i)
+            except SkipTune as skip:
+                reasons[skip.reason] += 1
+                continue
+            assert all(b.start_time >= a.end_time - 1e-9 for a, b in zip(seq.notes, seq.notes[1:]))
+    assert total >= min_tunes, f"{directory}: only {total} tunes"
+    assert set(reasons) <= SKIP_REASONS, reasons
+    other = sum(n for r, n in reasons.items() if r != "unsupported_meter")
+    assert other <= 0.03 * total, (other, total, reasons)

@@ -37,6 +37,7 @@ corpus and prints the agreement rate.
 
 from __future__ import annotations
 
+import collections
 import math
 import pathlib
 import re
@@ -47,11 +48,13 @@ import pytest
 
 music21 = pytest.importorskip("music21")
 
-from music_attr_vae.data import abc_reader  # noqa: E402
+from music_attr_vae.data import abc_reader, sources  # noqa: E402
 
 NoteList = List[Tuple[int, float]]
 
 SAMPLE_SIZE = 120
+EXTRA_SAMPLE_SIZE = 60  # per extra collection in the (slow) test; the bench compares more
+EXTRA_COLLECTIONS = ("oneills1850", "airds_airs", "essen")
 AGREEMENT_REQUIRED = 0.98
 
 _BODY_TOKEN = re.compile(r'"[^"\n]*"|%[^\n]*|^[A-Za-z]:[^\n]*$|::|:*\|[|\]:]*', re.M)
@@ -156,8 +159,101 @@ def same_notes(a: Sequence[Tuple[int, float]], b: Sequence[Tuple[int, float]]) -
     )
 
 
-def compare_tune(tune: str) -> Optional[bool]:
-    """True/False when both readers accept the tune (agree or not); None when either rejects it."""
+# ----------------------------------------------------------------------------- where music21 is wrong
+
+# Body text that the misreading rewrites leave alone: chord symbols and
+# annotations, comments, field lines, inline fields and !decorations!.
+_PROTECTED = re.compile(r'"[^"\n]*"|%[^\n]*|^[A-Za-z+]:[^\n]*$|\[[A-Za-z]:[^\]\n]*\]|![^!\n]*!', re.M)
+
+
+def _rewrite_music(tune: str, pattern: "re.Pattern", repl) -> str:
+    """Apply a substitution to the music of the tune body only (not to protected text)."""
+    k = re.search(r"^K:.*$", tune, re.M)
+    if k is None:
+        return tune
+    head, body = tune[: k.end()], tune[k.end():]
+    out, pos = [], 0
+    for m in _PROTECTED.finditer(body):
+        out.append(pattern.sub(repl, body[pos:m.start()]))
+        out.append(m.group())
+        pos = m.end()
+    out.append(pattern.sub(repl, body[pos:]))
+    return head + "".join(out)
+
+
+def _drop_misread_letters(tune: str) -> str:
+    return _rewrite_music(tune, re.compile(r"[HJWjpq]"), "")
+
+
+def _drop_gt_annotations(tune: str) -> str:
+    return re.sub(r'"[>][^"\n]*"', "", tune)
+
+
+def _slashes(m: "re.Match") -> str:
+    return f"{m.group(1)}/{2 ** len(m.group(2))}"
+
+
+def _spell_out_slashes(tune: str) -> str:
+    return _rewrite_music(tune, re.compile(r"(\d+)(//+)(?![\d/])"), _slashes)
+
+
+def _inline_keys_as_lines(tune: str) -> str:
+    k = re.search(r"^K:.*$", tune, re.M)
+    if k is None:
+        return tune
+    body = re.sub(r"[ \t]*\[K:([^\]\n]*)\][ \t]*", r"\nK:\1\n", tune[k.end():])
+    return tune[: k.end()] + re.sub(r"\n\n+", "\n", body)
+
+
+_TIED_OVER_BAR = re.compile(r"(\^\^|\^|__|_|=)([A-Ga-g][,']*)([\d/]*-[ \t]*(?:\|[ \t]*)+)(?=\2(?![,']))")
+
+
+def _restate_tied_accidentals(tune: str) -> str:
+    return _rewrite_music(tune, _TIED_OVER_BAR, r"\1\2\3\1")
+
+
+def _graces_before_tuplets(tune: str) -> str:
+    return _rewrite_music(tune, re.compile(r"\((\d+(?::\d*){0,2})(\{[^}]*\})"), r"\2(\1")
+
+
+def _join_broken_rhythm(tune: str) -> str:
+    return _rewrite_music(tune, re.compile(r"[ \t().\-]*([<>]+)[ \t().\-]*"), r"\1")
+
+
+# Kinds of disagreement where music21 is wrong, each with a rewrite that removes
+# the construct music21 misreads and leaves the notes of a standard reader (ours)
+# unchanged; the minimal examples are in the tests below and in BUILD_NOTES.md.
+MUSIC21_MISREADINGS = (
+    # "Ha3": music21 drops the note after the decoration H (fermata) and misplaces
+    # it after J, W, j, p, q (redefinable decoration letters, ABC 2.1 section 4.16).
+    ("decoration_letter", _drop_misread_letters),
+    # '">"G3': music21 drops the note after an annotation placed with ">" (4.19).
+    ("annotation_gt", _drop_gt_annotations),
+    # "a>)f", "(GA>).F", "B>-c": music21 ignores a broken rhythm unless ">" touches
+    # both notes; a slur, staccato dot or tie mark between them does not change it (4.4).
+    ("broken_rhythm_across_marks", _join_broken_rhythm),
+    # "B3//": music21 reads 3/2 of the unit; ABC 2.1 (4.3) reads "//" as /4, so 3/4.
+    ("length_number_slashes", _spell_out_slashes),
+    # "|[K:C] F": music21 keeps the old key's accidentals after an inline key
+    # change (a K: field line works); ABC 2.1 (3.2) makes them equivalent.
+    ("inline_key_change", _inline_keys_as_lines),
+    # K:D "=C2-|C4": music21 plays the tied note C#, re-applying the key after the
+    # bar line; a tie holds one note, so it stays C natural (the notes merge).
+    ("tie_keeps_accidental", _restate_tied_accidentals),
+    # "(3{e}dcd": music21 counts the grace note as one of the three, so the last d
+    # is not shortened; grace notes take no time and are not tuplet notes (4.12, 4.13).
+    ("grace_note_in_tuplet", _graces_before_tuplets),
+)
+
+
+def compare_tune(tune: str) -> Optional[str]:
+    """How the readers compare on a tune: None when either rejects it, else
+
+    ``"agree"``, ``"disagree"``, or the name of the music21 misreading (from
+    :data:`MUSIC21_MISREADINGS`) whose rewrite makes them agree.  The rewrites
+    are applied cumulatively, in order; one that changes our reader's notes
+    explains nothing and stops the search.
+    """
     text = normalise_for_comparison(tune)
     try:
         ours = reader_notes(text)
@@ -166,13 +262,28 @@ def compare_tune(tune: str) -> Optional[bool]:
     theirs = music21_notes(text)
     if not theirs:
         return None
-    return same_notes(ours, theirs)
+    if same_notes(ours, theirs):
+        return "agree"
+    for kind, rewrite in MUSIC21_MISREADINGS:
+        rewritten = rewrite(text)
+        if rewritten == text:
+            continue
+        try:
+            if not same_notes(reader_notes(rewritten), ours):
+                break
+        except abc_reader.SkipTune:
+            break
+        text = rewritten
+        theirs = music21_notes(text)
+        if theirs and same_notes(ours, theirs):
+            return kind
+    return "disagree"
 
 
 def corpus_tunes(corpus_dir: pathlib.Path) -> List[Tuple[str, int, str]]:
     out = []
     for path in sorted(pathlib.Path(corpus_dir).glob("*.abc")):
-        text = path.read_text(encoding="latin-1")
+        text = sources.decode_text(path.read_bytes())
         for i, tune in enumerate(abc_reader.split_abc_book(text)):
             out.append((path.name, i, tune))
     return out
@@ -208,11 +319,93 @@ def test_normaliser_makes_implied_start_repeats_explicit():
     assert reader_notes(out) == reader_notes(tune.replace("P:AB\n", ""))
 
 
+def agreement(sample) -> Tuple[float, collections.Counter, List[str]]:
+    """(agreement rate with music21's misreadings set aside, outcome counts, disagreeing tunes)."""
+    outcomes = collections.Counter()
+    disagree = []
+    for name, i, tune in sample:
+        outcome = compare_tune(tune)
+        outcomes[outcome or "rejected"] += 1
+        if outcome == "disagree":
+            disagree.append(f"{name}#{i}")
+    compared = sum(n for k, n in outcomes.items() if k != "rejected")
+    return 1 - len(disagree) / max(compared, 1), outcomes, disagree
+
+
 def test_music21_agrees_on_a_sample_of_the_corpus(nottingham_dir):
     sample = deterministic_sample(corpus_tunes(nottingham_dir), SAMPLE_SIZE)
-    results = {(name, i): compare_tune(tune) for name, i, tune in sample}
-    compared = {k: v for k, v in results.items() if v is not None}
-    assert len(compared) >= 0.9 * len(sample), f"only {len(compared)} of {len(sample)} tunes parsed by both"
-    disagree = sorted(k for k, v in compared.items() if not v)
-    rate = 1 - len(disagree) / len(compared)
+    rate, outcomes, disagree = agreement(sample)
+    assert outcomes["rejected"] <= 0.1 * len(sample), outcomes
     assert rate >= AGREEMENT_REQUIRED, f"agreement {rate:.3f}; disagreeing tunes: {disagree}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("collection", EXTRA_COLLECTIONS)
+def test_music21_agrees_on_a_sample_of_each_extra_collection(collection):
+    directory = nottingham_dir_parent() / collection
+    tunes = corpus_tunes(directory)
+    assert len(tunes) > 1000, f"{directory}: the collection is missing"
+    rate, outcomes, disagree = agreement(deterministic_sample(tunes, EXTRA_SAMPLE_SIZE))
+    assert outcomes["rejected"] <= 0.1 * EXTRA_SAMPLE_SIZE, outcomes
+    assert rate >= AGREEMENT_REQUIRED, f"agreement {rate:.3f} {dict(outcomes)}; disagreeing: {disagree}"
+
+
+def nottingham_dir_parent() -> pathlib.Path:
+    return pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def _bars(body: str, key: str = "G") -> str:
+    """A tune whose middle bar is ``body`` (music21 needs whole bars to expand repeats)."""
+    return f"X:1\nT:t\nM:4/4\nL:1/8\nK:{key}\nCDEF GABc|{body}|CDEF GABc|]\n"
+
+
+@pytest.mark.parametrize(
+    "kind,body,standard",
+    [
+        # H is a fermata: the a3 is played.
+        ("decoration_letter", "f2g Ha3", [(78, 1.0), (79, 0.5), (81, 1.5)]),
+        ("decoration_letter", "f2g pa3", [(78, 1.0), (79, 0.5), (81, 1.5)]),
+        # '">"' is an annotation to the right of the G3, which is played.
+        ("annotation_gt", '">"G3 A B2 c2', [(67, 1.5), (69, 0.5), (71, 1.0), (72, 1.0)]),
+        # a>f with a slur end, a staccato dot or a tie mark between them is still dotted.
+        ("broken_rhythm_across_marks", "a>)f d2 e2", [(81, 0.75), (78, 0.25), (74, 1.0), (76, 1.0)]),
+        ("broken_rhythm_across_marks", "(ga>).f d2 e2", [(79, 0.5), (81, 0.75), (78, 0.25), (74, 1.0), (76, 1.0)]),
+        ("broken_rhythm_across_marks", "a>-c d2 e2", [(81, 0.75), (72, 0.25), (74, 1.0), (76, 1.0)]),
+        ("length_number_slashes", "B3// c/8 d7/ e4", [(71, 0.375), (72, 0.0625), (74, 1.75), (76, 2.0)]),
+        ("inline_key_change", "F2 G2|[K:F] F2 B2", [(66, 1.0), (67, 1.0), (65, 1.0), (70, 1.0)]),
+        ("tie_keeps_accidental", "E2 ^F2- | F4", [(64, 1.0), (66, 3.0)]),
+        ("grace_note_in_tuplet", "A2 ((3{e}dcd) f4", [(69, 1.0), (74, 1 / 3), (72, 1 / 3), (74, 1 / 3), (78, 2.0)]),
+    ],
+)
+def test_each_music21_misreading_is_real_and_its_rewrite_explains_it(kind, body, standard):
+    key = "C" if kind == "tie_keeps_accidental" else "G"
+    text = normalise_for_comparison(_bars(body, key))
+    scale = [(60, 0.5), (62, 0.5), (64, 0.5), (65 if key == "C" else 66, 0.5), (67, 0.5), (69, 0.5), (71, 0.5), (72, 0.5)]
+    after = scale
+    if kind == "inline_key_change":  # F major from here on: F and B flat
+        after = [({66: 65, 71: 70}.get(p, p), q) for p, q in scale]
+    assert same_notes(reader_notes(text), scale + standard + after)  # the standard's reading
+    assert not same_notes(music21_notes(text), reader_notes(text))  # music21 misreads it
+    assert compare_tune(_bars(body, key)) == kind
+    rewrite = dict(MUSIC21_MISREADINGS)[kind]
+    assert reader_notes(rewrite(text)) == reader_notes(text)
+
+
+def test_a_rewrite_that_changes_our_notes_explains_nothing():
+    # "a>-a": the tie joins two a's, so removing "-" changes our notes: no excuse for music21.
+    text = normalise_for_comparison(_bars("a>-a d2 e2"))
+    assert reader_notes(_join_broken_rhythm(text)) != reader_notes(text)
+    assert compare_tune(_bars("a>-a d2 e2")) in ("agree", "disagree")
+    # Rewrites never touch chord symbols, comments or field lines.
+    assert _drop_misread_letters('X:1\nK:G\n"Hp"H a % Hj\nw: Hope\n') == 'X:1\nK:G\n"Hp" a % Hj\nw: Hope\n'
+
+
+def test_music21_drops_the_overflow_of_an_over_long_bar_before_an_end_repeat():
+    # "fed d3 d2" is 8 eighths in a 6/8 bar (a missing bar line): on the first pass
+    # music21's expandRepeats drops the d2 that overflows the bar.  No rewrite
+    # excuses it: such tunes are counted as disagreements.
+    tune = "X:1\nT:t\nM:6/8\nL:1/8\nK:D\n|:A|d3 e3|fed d3 d2:|\nf3 e3|]\n"
+    ours = reader_notes(normalise_for_comparison(tune))
+    theirs = music21_notes(normalise_for_comparison(tune))
+    assert len(ours) == len(theirs) + 1 and ours[7] == (74, 1.0) and theirs[7] == (69, 0.5)
+    assert compare_tune(tune) == "disagree"

@@ -265,7 +265,7 @@ def test_output_is_atomic_and_errors_name_the_bad_argument(prepared_small, small
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "notes.txt").write_text("keep me")
-    with pytest.raises(prepare.PrepareError, match="refusing to overwrite"):
+    with pytest.raises(prepare.PrepareError, match="refusing to replace"):
         prepare.prepare(str(small_abc_dir), str(precious), max_shift=0, progress=False)
     assert (precious / "notes.txt").read_text() == "keep me"
     # An existing dataset is replaced; no temp directory is left behind.

@@ -13,6 +13,7 @@ Two kinds of model are evaluated:
 from __future__ import annotations
 
 import json
+import dataclasses
 import os
 import pathlib
 import shutil
@@ -161,6 +162,50 @@ def test_evaluate_recovers_a_known_code(test_arrays, tmp_path):
     assert result["summary"]["regularised_attributes"] == ["rhythmic_complexity", "pitch_range"]
 
 
+def test_seen_in_matches_a_set_of_rows(prepared_small):
+    from music_attr_vae.data import loader
+
+    test = loader.load_arrays(str(prepared_small), "test")["tokens"]
+    train = loader.load_arrays(str(prepared_small), "train")["tokens"]
+    expected = np.array([tuple(row) in {tuple(r) for r in train} for row in test])
+    seen = ev.seen_in(test, train)
+    assert seen.dtype == bool and np.array_equal(seen, expected)
+    assert 0 < seen.sum() < len(seen), "the small corpus shares some but not all test measures with training"
+    assert not ev.seen_in(test, train[:0]).any()
+
+
+def test_evaluate_reports_seen_and_unseen_measures_apart(prepared_small, tmp_path):
+    """A decoder that can only emit training measures: exact on seen test measures, never on unseen ones."""
+    from music_attr_vae.data import loader
+
+    test = loader.load_arrays(str(prepared_small), "test")
+    train_tokens = loader.load_arrays(str(prepared_small), "train")["tokens"]
+    tokens, attribute_values = test["tokens"], test["attributes"]
+    seen = ev.seen_in(tokens, train_tokens)
+    model = KnownCodeModel(train_tokens)
+    info = ev.ModelInfo(name="memoriser", config_name="known_code", source="test", path="-", z_dim=6,
+                        regularization={"rhythmic_complexity": {"dim": 0}, "pitch_range": {"dim": 2}})
+    result = ev.evaluate(model, info, tokens, attribute_values, data_dir="prepared_small",
+                         output_dir=str(tmp_path / "eval"), options=dataclasses.replace(FAST, figures=False),
+                         seen=seen)
+    subsets = result["subsets"]
+    assert subsets["seen"]["n"] == result["data"]["n_seen"] == int(seen.sum())
+    assert subsets["unseen"]["n"] == result["data"]["n_unseen"] == int((~seen).sum())
+    assert subsets["seen"]["reconstruction"]["measure_accuracy_free_running"] == 1.0
+    assert subsets["unseen"]["reconstruction"]["measure_accuracy_free_running"] == 0.0
+    overall = result["reconstruction"]["token_accuracy_free_running"]
+    unseen = result["summary"]["reconstruction_accuracy_unseen"]
+    assert unseen == subsets["unseen"]["reconstruction"]["token_accuracy_free_running"] < overall < 1.0
+    assert result["summary"]["measure_accuracy_unseen"] == 0.0
+    for subset in ("seen", "unseen"):
+        per = subsets[subset]["attributes"]
+        assert set(per) == set(attrs.ATTRIBUTE_NAMES)
+        assert per["pitch_range"]["interpretability"]["r2"] == pytest.approx(1.0, abs=1e-6)
+        assert "controllability" in per["pitch_range"] and "modularity" in subsets[subset]["disentanglement"]
+    table = compare.results_table([result])
+    assert "unseen" in table.splitlines()[0] and f"{100 * unseen:.2f}%" in table
+
+
 def test_evaluate_rejects_a_regularised_dim_outside_the_latent(test_arrays, tmp_path):
     tokens, attribute_values = test_arrays
     info = ev.ModelInfo(name="bad", config_name="bad", source="test", path="-", z_dim=6,
@@ -210,6 +255,25 @@ def test_evaluate_cli_on_the_quick_model(quick_evaluated):
     for name in result["model"]["regularization"]:
         assert result["attributes"][name]["regularised"]
         assert result["attributes"][name]["probe_dim"] == result["model"]["regularization"][name]["dim"]
+
+
+def test_evaluate_cli_on_another_corpus(quick_evaluated, nottingham_dir):
+    """--source: every measure of tunes the model never trained on, seen/unseen against its training split."""
+    source = str(nottingham_dir / "reelsa-c.abc")
+    proc = _cli("evaluate", f"--workdir={quick_evaluated}", f"--source={source}", "--nofigures", *CLI_FAST)
+    printed = json.loads(proc.stdout[proc.stdout.index("{"):])
+    eval_dir = quick_evaluated / "eval" / ev.source_label(source)
+    result = ev.load_metrics(str(eval_dir))
+    data = result["data"]
+    assert data["source"] == source and data["split"] == "all" and printed["split"] == "all"
+    assert data["data_dir"] == str(eval_dir / "data")
+    summary = json.loads((eval_dir / "data" / "summary.json").read_text())
+    assert data["n_test"] == summary["splits"]["train"]["measures"] > 100  # untransposed: one example a measure
+    assert data["n_seen"] + data["n_unseen"] == data["n_test"] and data["n_unseen"] > data["n_seen"]
+    assert result["subsets"]["unseen"]["n"] == data["n_unseen"] == printed["n_unseen"]
+    assert 0 < result["summary"]["reconstruction_accuracy_unseen"] < 1
+    # the workdir's own evaluation is left as it was
+    assert ev.load_metrics(str(quick_evaluated / "eval"))["data"]["split"] == "test"
 
 
 def test_saved_model_evaluation_matches_the_workdir(quick_evaluated, tmp_path):

@@ -151,3 +151,29 @@ def test_soft_free_running_is_free_running_in_the_cold_limit():
     warm, _ = decoder.soft_free_running(z)  # temperature 1: tick 0 is softmax(logits) of the hard pass
     np.testing.assert_allclose(warm.numpy()[:, 0], tf.nn.softmax(logits[:, 0]).numpy(), atol=1e-6)
     assert np.allclose(warm.numpy().sum(-1), 1.0, atol=1e-5) and float(tf.reduce_max(warm[:, 0, measures.HOLD])) == 0.0
+
+
+def test_token_dropout_replaces_previous_tokens_by_start_in_training_only(real_tokens):
+    z = tf.random.normal([B, D], seed=2)
+    seed = tf.constant([4, 2], tf.int32)
+    plain = _decoder()
+    dropped = _decoder(token_dropout=0.5)
+    # inference (no seed) and training without the option are untouched
+    np.testing.assert_allclose(dropped.teacher_forced(z, real_tokens).numpy(),
+                               plain.teacher_forced(z, real_tokens).numpy(), atol=1e-6)
+    np.testing.assert_allclose(plain.teacher_forced(z, real_tokens, training=True, seed=seed).numpy(),
+                               plain.teacher_forced(z, real_tokens).numpy(), atol=1e-6)
+    # in training, about half of the inputs are START; the same seed drops the same ones
+    a = dropped.teacher_forced(z, real_tokens, training=True, seed=seed).numpy()
+    b = dropped.teacher_forced(z, real_tokens, training=True, seed=seed).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - plain.teacher_forced(z, real_tokens).numpy()).max() > 1e-4
+    # with every input dropped, the logits no longer depend on the measure's tokens at all
+    everything = _decoder(token_dropout=0.999999)
+    other = np.roll(real_tokens, 1, axis=0)
+    np.testing.assert_allclose(everything.teacher_forced(z, real_tokens, training=True, seed=seed).numpy(),
+                               everything.teacher_forced(z, other, training=True, seed=seed).numpy(), atol=1e-6)
+    all_start = np.full_like(real_tokens, START)
+    np.testing.assert_allclose(
+        everything.teacher_forced(z, real_tokens, training=True, seed=seed).numpy()[:, 1:],
+        everything.teacher_forced(z, all_start, training=False).numpy()[:, 1:], atol=1e-5)

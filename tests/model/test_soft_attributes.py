@@ -50,10 +50,32 @@ def test_pitch_range_of_a_hand_made_distribution():
     assert value == pytest.approx(0.5 * 10 / attrs.PITCH_RANGE_NORM, abs=1e-5)
 
 
-def test_gradients_flow_and_contour_is_refused():
+@pytest.mark.parametrize("name", SOFT_ATTRIBUTES)
+def test_gradients_flow(name):
     logits = tf.Variable(tf.random.normal([2, 24, measures.VOCAB_SIZE], seed=1))
     with tf.GradientTape() as tape:
-        value = tf.reduce_sum(soft_attribute(tf.nn.softmax(logits), "pitch_range"))
+        value = tf.reduce_sum(soft_attribute(tf.nn.softmax(logits), name))
     assert float(tf.reduce_sum(tf.abs(tape.gradient(value, logits)))) > 0
-    with pytest.raises(ValueError, match="contour"):
-        soft_attribute(tf.nn.softmax(logits), "contour")
+
+
+def test_every_attribute_has_a_soft_form_and_unknown_names_are_refused():
+    assert SOFT_ATTRIBUTES == attrs.ATTRIBUTE_NAMES
+    with pytest.raises(ValueError, match="loudness"):
+        soft_attribute(tf.zeros([1, 24, measures.VOCAB_SIZE]), "loudness")
+
+
+def test_contour_of_a_hand_made_distribution():
+    # tick 0: pitch 5; tick 6: pitch 9 or pitch 1 (each 1/2); tick 12: pitch 3 with probability 1/2, else HOLD
+    probs = np.zeros((1, 24, measures.VOCAB_SIZE), np.float32)
+    probs[0, :, measures.HOLD] = 1.0
+    for tick in (0, 6):
+        probs[0, tick, measures.HOLD] = 0.0
+    probs[0, 0, 5] = 1.0
+    probs[0, 6, 9] = probs[0, 6, 1] = 0.5
+    probs[0, 12, measures.HOLD] = probs[0, 12, 3] = 0.5
+    # expected sum of step signs: step 0->6 has mean sign 0; step 6->12 (when 12 sounds, p=1/2) has mean
+    # sign (sign(3-9) + sign(3-1)) / 2 = 0; so the numerator is 0 whatever the number of onsets.
+    assert float(soft_attribute(tf.constant(probs), "contour")[0]) == pytest.approx(0.0, abs=1e-6)
+    probs[0, 6, 1], probs[0, 6, 9] = 0.0, 1.0  # now 5 -> 9 rises surely, 9 -> 3 falls with p = 1/2
+    # E[numerator] = 1 - 1/2; E[onsets] - 1 = 2.5 - 1 = 1.5
+    assert float(soft_attribute(tf.constant(probs), "contour")[0]) == pytest.approx(0.5 / 1.5, abs=1e-5)
