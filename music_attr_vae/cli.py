@@ -46,8 +46,41 @@ def main(argv=None) -> int:
         print(flags.FLAGS.module_help(module))
         return 0
 
-    app.run(module.main, argv=[f"music-attr-vae {name}"] + argv[2:])
+    app.run(module.main, argv=[f"music-attr-vae {name}"] + argv[2:], flags_parser=_flags_parser(name))
     return 0
+
+
+def _flags_parser(name: str):
+    """absl's flag parsing, with the errors it lets through as tracebacks turned into named ones.
+
+    absl names the flag of a ``flags.Error`` itself; a ``--config.<field>``
+    override of a field the config lacks raises AttributeError/KeyError from
+    ml_collections instead, which is reported here with the flag at fault.
+    """
+    from absl import app
+
+    def parse(argv):
+        overrides = [arg.split("=", 1)[0] for arg in argv[1:] if arg.startswith("--config.")]
+        try:
+            return app.parse_flags_with_usage(argv)
+        except (AttributeError, KeyError) as err:
+            if not overrides:
+                raise
+            field = str(err).strip("\"'")
+            named = [arg for arg in overrides if field in arg[len("--config."):].split(".")] or overrides
+            _parse_error(name, f"{', '.join(named)}: the config has no field {field!r} "
+                               "(see configs/common.py for the fields)")
+        except Exception as err:  # noqa: BLE001 - a config file runs arbitrary code while the flags are parsed
+            config = [arg for arg in argv[1:] if arg.startswith("--config=")]
+            what = f"{config[0]}: the config file failed to load" if config else "the flags could not be parsed"
+            _parse_error(name, f"{what} ({type(err).__name__}: {err})")
+
+    return parse
+
+
+def _parse_error(name: str, message: str) -> None:
+    print(f"music-attr-vae {name}: error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

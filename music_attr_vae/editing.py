@@ -281,30 +281,64 @@ def _report(served, tune, rows, settings, requested, z, z_new, before, after, te
 # ---------------------------------------------------------------- output
 
 
+OUTPUT_FILES = {
+    "edited_midi": "edited.mid",
+    "edited_abc": "edited.abc",
+    "original_midi": "original.mid",
+    "original_abc": "original.abc",
+    "picture": "before_after.png",
+    "report": "report.json",
+}
+MANIFEST = "report.json"  # lists the files, so a later run knows which files in --out are its own
+
+
+def output_error(flag: str, out_dir: str, err: OSError) -> str:
+    """The message for an output folder that cannot be written: the flag, the folder and the reason."""
+    if isinstance(err, FileExistsError) and not err.filename:
+        return f"{flag}={out_dir}: {err}"
+    where = f" ({err.filename})" if err.filename and err.filename != out_dir else ""
+    return f"{flag}={out_dir}: cannot write the outputs there: {err.strerror or err}{where}; nothing was changed in it"
+
+
+def check_out(out_dir: str, names: Sequence[str] = tuple(OUTPUT_FILES.values()), manifest: str = MANIFEST,
+              flag: str = "--out") -> None:
+    """EditError now (before any work) when ``out_dir`` cannot receive the files ``names``."""
+    try:
+        fileio.check_output_dir(out_dir, list(names), manifest)
+    except OSError as err:
+        raise EditError(output_error(flag, out_dir, err)) from None
+
+
 def write_outputs(out_dir: str, tune: Tune, result: EditResult) -> Dict[str, str]:
-    """edited/original .mid and .abc, before_after.png and report.json in ``out_dir``."""
-    os.makedirs(out_dir, exist_ok=True)
-    paths = {
-        "edited_midi": os.path.join(out_dir, "edited.mid"),
-        "edited_abc": os.path.join(out_dir, "edited.abc"),
-        "original_midi": os.path.join(out_dir, "original.mid"),
-        "original_abc": os.path.join(out_dir, "original.abc"),
-        "picture": os.path.join(out_dir, "before_after.png"),
-        "report": os.path.join(out_dir, "report.json"),
-    }
+    """edited/original .mid and .abc, before_after.png and report.json in ``out_dir``, all or nothing.
+
+    ``out_dir`` is created if needed.  An existing folder may hold other files
+    (they are left alone) and the outputs of an earlier edit (listed in its
+    report.json: they are replaced); a file of one of these names that the
+    report does not list is never overwritten (EditError).  When any write
+    fails, ``out_dir`` is left as it was.
+    """
     back = -tune.shift
     settings = ", ".join(result.report["settings"])
-    render.write_midi(result.after, paths["edited_midi"], transpose=back)
-    render.write_midi(result.before, paths["original_midi"], transpose=back)
-    key = render.guess_key(result.before, back)  # the same signature for both versions
-    render.write_abc(
-        result.after, paths["edited_abc"], title=f"{tune.title} (edited: {settings})", transpose=back, key=key
-    )
-    render.write_abc(result.before, paths["original_abc"], title=tune.title, transpose=back, key=key)
-    save_before_after(paths["picture"], tune, result)
-    report = dict(result.report, files={k: os.path.basename(v) for k, v in paths.items()})
-    fileio.write_json(paths["report"], report)
-    return paths
+    report = dict(result.report, files=dict(OUTPUT_FILES))
+
+    def write(folder: str) -> None:
+        paths = {k: os.path.join(folder, name) for k, name in OUTPUT_FILES.items()}
+        render.write_midi(result.after, paths["edited_midi"], transpose=back)
+        render.write_midi(result.before, paths["original_midi"], transpose=back)
+        key = render.guess_key(result.before, back)  # the same signature for both versions
+        render.write_abc(
+            result.after, paths["edited_abc"], title=f"{tune.title} (edited: {settings})", transpose=back, key=key
+        )
+        render.write_abc(result.before, paths["original_abc"], title=tune.title, transpose=back, key=key)
+        save_before_after(paths["picture"], tune, result)
+        fileio.write_json(paths["report"], report)
+
+    try:
+        fileio.publish_files(out_dir, list(OUTPUT_FILES.values()), MANIFEST, write)
+    except OSError as err:
+        raise EditError(output_error("--out", out_dir, err)) from err
+    return {k: os.path.join(out_dir, name) for k, name in OUTPUT_FILES.items()}
 
 
 def picture_window(rows: Sequence[int], total: int, context: int = CONTEXT_BARS) -> Tuple[int, int]:

@@ -52,6 +52,14 @@ is regressed isotonically on ``z_mean[:, dim]``; the fit is stored as
 produce them, so setting an attribute is a table lookup and a linear
 interpolation.
 
+Limits: one request may ask for at most ``MAX_BATCH`` measures per call
+(``N``), ``MAX_SAMPLE`` samples, ``MAX_VALUES`` traversal values (``K``) and
+``MAX_GRID`` decoded measures per traversal (``N * K``); a larger request
+fails at once, before anything is allocated, with an ``InvalidArgumentError``
+naming the limit.  The values are in ``metadata()["limits"]``.
+``bench/bench_limits.py`` measures the largest allowed ``sample`` and the
+refused ones (``sample(n=10**7)`` used to take 5.7 GB).
+
 Speed: every signature calls one shared decoder function (one copy of the
 24-step graph in the SavedModel, so it loads in about 2 s), compiled with XLA
 for the batch sizes of ``DECODE_BUCKETS`` unless exported with
@@ -77,6 +85,17 @@ PRIOR_FIT_SAMPLES = 4096
 REFERENCE_SAMPLE = 256
 FIT_BATCH = 512
 FORMAT_VERSION = 1
+
+# Size limits of one request (see "Limits" in the module docstring); stored in the metadata too.
+MAX_BATCH = 65536  # measures (N) per encode/decode/attributes/teacher_forced_nll/traverse/set_attribute call
+MAX_SAMPLE = 65536  # sample's n
+MAX_VALUES = 1024  # traverse's values (K)
+MAX_GRID = 65536  # measures traverse decodes in one call (N * K)
+LIMITS = {"MAX_BATCH": MAX_BATCH, "MAX_SAMPLE": MAX_SAMPLE, "MAX_VALUES": MAX_VALUES, "MAX_GRID": MAX_GRID}
+
+
+class ExportError(RuntimeError):
+    """The SavedModel could not be written (the previous export, if any, is kept)."""
 
 
 def package_version() -> str:
@@ -199,6 +218,7 @@ def build_metadata(config, maps: dict, fit_info: dict) -> dict:
         "map_fit": fit_info,
         "config": json.loads(config.to_json_best_effort()) if hasattr(config, "to_json_best_effort") else config,
         "signatures": sorted(_SIGNATURE_NAMES),
+        "limits": dict(LIMITS),
     }
 
 
@@ -313,7 +333,20 @@ def build_serving_module(
     values_spec = tf.TensorSpec([None], tf.float32, name="values")
 
     # ------------------------------------------------ checks (graph asserts)
+    def check_at_most(count, limit_name: str, what: str):
+        """An assert that ``count`` (a scalar) is within ``LIMITS[limit_name]``."""
+        limit = LIMITS[limit_name]
+        return tf.debugging.assert_less_equal(
+            tf.cast(count, tf.int64), tf.constant(limit, tf.int64),
+            message=f"{what} must be <= {limit_name} = {limit} per call",
+        )
+
+    def check_batch(x, what):
+        with tf.control_dependencies([check_at_most(tf.shape(x)[0], "MAX_BATCH", f"the number of {what}")]):
+            return tf.identity(x)
+
     def check_tokens(tokens):
+        tokens = check_batch(tokens, "measures")
         with tf.control_dependencies(
             [
                 tf.debugging.assert_greater_equal(tokens, 0, message=token_msg),
@@ -376,7 +409,11 @@ def build_serving_module(
         dim = resolve_dim(attribute)
         values = check_finite(values, "values")
         n, k = tf.shape(z)[0], tf.shape(values)[0]
-        grid = tf.repeat(z, k, axis=0)  # [N*K, D], measure-major
+        with tf.control_dependencies([
+            check_at_most(k, "MAX_VALUES", "the number of values (K)"),
+            check_at_most(tf.cast(n, tf.int64) * tf.cast(k, tf.int64), "MAX_GRID", "measures x values (N*K)"),
+        ]):
+            grid = tf.repeat(z, k, axis=0)  # [N*K, D], measure-major
         grid = set_dim(grid, dim, tf.tile(values, [n]))
         tokens = model_decode(grid, check_temperature(temperature), seed)
         return {
@@ -398,11 +435,13 @@ def build_serving_module(
 
     @tf.function(input_signature=[z_spec, temp_spec, seed_spec])
     def decode(z, temperature, seed):
-        return {"tokens": model_decode(check_finite(z, "z"), check_temperature(temperature), seed)}
+        z = check_finite(check_batch(z, "latent codes"), "z")
+        return {"tokens": model_decode(z, check_temperature(temperature), seed)}
 
     @tf.function(input_signature=[tf.TensorSpec([], tf.int32, name="n"), seed_spec, temp_spec])
     def sample(n, seed, temperature):
-        with tf.control_dependencies([tf.debugging.assert_non_negative(n, message="n must be >= 0")]):
+        with tf.control_dependencies([tf.debugging.assert_non_negative(n, message="n must be >= 0"),
+                                      check_at_most(n, "MAX_SAMPLE", "n")]):
             z = tf.random.stateless_normal(tf.stack([n, z_dim]), seed=tf.stack([seed, 7919]))
             u = tf.random.stateless_uniform(tf.stack([n, max(1, len(marginals))]), seed=tf.stack([seed, 7920]))
         for i, (dim, quantiles) in enumerate(marginals):
@@ -416,7 +455,7 @@ def build_serving_module(
 
     @tf.function(input_signature=[z_spec, attr_spec, values_spec, temp_spec, seed_spec])
     def traverse_z(z, attribute, values, temperature, seed):
-        return traverse_from_z(check_finite(z, "z"), attribute, values, temperature, seed)
+        return traverse_from_z(check_finite(check_batch(z, "latent codes"), "z"), attribute, values, temperature, seed)
 
     @tf.function(
         input_signature=[tokens_spec, attr_spec, tf.TensorSpec(None, tf.float32, name="target"), temp_spec, seed_spec]
@@ -497,21 +536,28 @@ def export_saved_model(
 
     export_dir = os.path.abspath(export_dir)
     parent = os.path.dirname(export_dir)
-    os.makedirs(parent, exist_ok=True)
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as err:
+        raise ExportError(f"could not create {parent} for the SavedModel {export_dir}: {err.strerror}") from err
     maps, sample_tokens, fit_info = _fit_maps(model, config, reference_tokens, seed=seed)
     metadata = build_metadata(config, maps, fit_info)
     module = build_serving_module(model, config, maps, sample_tokens, metadata, jit_compile=jit_compile)
     signatures = {name: getattr(module, name).get_concrete_function() for name in _SIGNATURE_NAMES}
-    tmp = fileio.make_temp_dir(export_dir)
+    tmp = None
     try:
+        tmp = fileio.make_temp_dir(export_dir)
         tf.saved_model.save(module, tmp, signatures=signatures)
         assets = os.path.join(tmp, "assets")
         os.makedirs(assets, exist_ok=True)
-        with open(os.path.join(assets, "metadata.json"), "w", encoding="utf-8") as f:
-            json.dump(metadata, f, indent=1)
+        fileio.write_json(os.path.join(assets, "metadata.json"), metadata)
         fileio.swap_dir_into_place(tmp, export_dir)
+    except (OSError, tf.errors.OpError) as err:
+        kept = "the previous export there is kept" if os.path.exists(export_dir) else "nothing was written there"
+        reason = getattr(err, "message", None) or str(err)
+        raise ExportError(f"could not write the SavedModel to {export_dir} ({reason.strip()}); {kept}") from err
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
     return export_dir
 
@@ -599,28 +645,58 @@ class ServedModel:
             lo, hi = default_range
         return np.linspace(lo, hi, steps).astype(np.float32)
 
+    # ------------------------------------------------ limits
+    def limit(self, name: str) -> int:
+        """A size limit of this export (``LIMITS``; an export older than the limits gets today's)."""
+        return int((self.metadata.get("limits") or {}).get(name, LIMITS[name]))
+
+    def check_count(self, count: int, limit_name: str, what: str) -> None:
+        """ValueError naming the limit when ``count`` exceeds it, before any work is done."""
+        limit = self.limit(limit_name)
+        if count > limit:
+            raise ValueError(f"{what} = {count} is more than {limit_name} = {limit}, the most one request may ask for")
+
     # ------------------------------------------------ calls
     def encode(self, tokens) -> np.ndarray:
-        out = self.module.encode(tokens=np.asarray(tokens, np.int32).reshape(-1, measures.TICKS_PER_MEASURE))
-        return out["z_mean"].numpy()
+        tokens = np.asarray(tokens, np.int32).reshape(-1, measures.TICKS_PER_MEASURE)
+        self.check_count(len(tokens), "MAX_BATCH", "measures")
+        return self.module.encode(tokens=tokens)["z_mean"].numpy()
 
     def decode(self, z, temperature: float = 0.0, seed: int = 0) -> np.ndarray:
-        out = self.module.decode(z=np.asarray(z, np.float32), temperature=np.float32(temperature), seed=np.int32(seed))
+        z = np.asarray(z, np.float32)
+        self.check_count(len(z), "MAX_BATCH", "latent codes")
+        out = self.module.decode(z=z, temperature=np.float32(temperature), seed=_int32(seed, "seed"))
         return out["tokens"].numpy()
 
     def sample(self, n: int, seed: int = 0, temperature: float = 0.0):
-        out = self.module.sample(n=np.int32(n), seed=np.int32(seed), temperature=np.float32(temperature))
+        self.check_count(int(n), "MAX_SAMPLE", "n")
+        out = self.module.sample(n=np.int32(n), seed=_int32(seed, "seed"), temperature=np.float32(temperature))
         return out["tokens"].numpy(), out["z"].numpy()
 
     def traverse_z(self, z, attribute: str, values, temperature: float = 0.0, seed: int = 0):
+        z, values = np.asarray(z, np.float32), np.asarray(values, np.float32).reshape(-1)
+        self.check_count(len(values), "MAX_VALUES", "traversal values")
+        self.check_count(len(z) * len(values), "MAX_GRID", "measures x traversal values")
         out = self.module.traverse_z(
-            z=np.asarray(z, np.float32),
+            z=z,
             attribute=str(attribute),
-            values=np.asarray(values, np.float32),
+            values=values,
             temperature=np.float32(temperature),
-            seed=np.int32(seed),
+            seed=_int32(seed, "seed"),
         )
         return out["tokens"].numpy(), out["z"].numpy()
 
     def attributes(self, tokens) -> np.ndarray:
-        return self.module.attributes(tokens=np.asarray(tokens, np.int32))["values"].numpy()
+        tokens = np.asarray(tokens, np.int32)
+        self.check_count(len(tokens), "MAX_BATCH", "measures")
+        return self.module.attributes(tokens=tokens)["values"].numpy()
+
+
+INT32_MAX = 2**31 - 1
+
+
+def _int32(value, what: str) -> np.int32:
+    """``value`` as an int32 signature argument; ValueError naming ``what`` outside -2**31..2**31-1."""
+    if not -INT32_MAX - 1 <= int(value) <= INT32_MAX:
+        raise ValueError(f"{what} = {value} is outside the int32 range -2**31..2**31-1")
+    return np.int32(value)

@@ -27,7 +27,7 @@ import re
 import shutil
 import sys
 import tempfile
-from typing import Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional, Sequence
 
 TEMP_MARK = ".tmp-"
 OLD_MARK = ".old-"
@@ -160,6 +160,77 @@ def swap_dir_into_place(new_dir: str, target: str) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- a set of output files, all or nothing
+
+
+def check_output_dir(out_dir: str, names: Sequence[str], manifest: str) -> None:
+    """Refuse an ``out_dir`` that is a file, or that holds one of ``names`` another program wrote.
+
+    A file named in ``names`` may be replaced only when ``out_dir/manifest``
+    (a JSON document with ``"files": {key: name}``, written by an earlier run)
+    lists it; other files in ``out_dir`` are never touched.  Raises
+    FileExistsError naming the files at fault.
+    """
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise FileExistsError(f"{out_dir} exists and is not a folder")
+    present = [name for name in names if os.path.lexists(os.path.join(out_dir, name))]
+    if not present:
+        return
+    try:
+        with open(os.path.join(out_dir, manifest), encoding="utf-8") as handle:
+            owned = set((json.load(handle).get("files") or {}).values())
+    except (OSError, ValueError, AttributeError):
+        owned = set()
+    foreign = [name for name in present if name not in owned or not os.path.isfile(os.path.join(out_dir, name))]
+    if foreign:
+        raise FileExistsError(
+            f"{out_dir} already holds {', '.join(foreign)}, not written by an earlier run of this command "
+            f"(its {manifest} does not list them); move them away or choose another folder"
+        )
+
+
+def publish_files(out_dir: str, names: Sequence[str], manifest: str, write: Callable[[str], None]) -> None:
+    """Write the files ``names`` into ``out_dir`` all or nothing.
+
+    ``write(staging)`` writes every one of them into a hidden folder inside
+    ``out_dir``; only when it succeeds is each moved into place (an earlier
+    run's file of the same name is moved aside, and put back if a later move
+    fails).  On any failure ``out_dir`` is left as it was (a folder this call
+    created is removed again).  ``check_output_dir`` rules apply.
+    """
+    check_output_dir(out_dir, names, manifest)
+    created = not os.path.isdir(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    staging = None
+    moved: list = []
+    try:
+        staging = make_temp_dir(os.path.join(out_dir, "outputs"))
+        write(staging)
+        aside = os.path.join(staging, OLD_MARK)
+        os.mkdir(aside)
+        for name in names:
+            target = os.path.join(out_dir, name)
+            had_old = os.path.lexists(target)
+            if had_old:
+                os.replace(target, os.path.join(aside, name))
+            moved.append((name, had_old))
+            os.replace(os.path.join(staging, name), target)
+    except BaseException:
+        for name, had_old in reversed(moved):
+            target = os.path.join(out_dir, name)
+            if os.path.lexists(target) and staging and not os.path.lexists(os.path.join(staging, name)):
+                os.replace(target, os.path.join(staging, name))
+            if had_old:
+                os.replace(os.path.join(staging, OLD_MARK, name), target)
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(out_dir)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ leftovers of killed writers

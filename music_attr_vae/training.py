@@ -1,14 +1,8 @@
 """Train a MeasureVAE: data, distribution strategy, checkpoints/resume, logs, export.
 
 ``train(config, workdir, source=None, strategy="auto")`` runs (or resumes) one
-experiment in ``workdir``::
-
-    DIR/config.json          the resolved config + "data_dir" (the prepared shards) + "run" info
-    DIR/data/                shards prepared on the fly (when --source is not a prepared dir)
-    DIR/checkpoints/         tf.train checkpoints: model, optimizer, epoch and step-in-epoch
-    DIR/tensorboard/{train,validation}/
-    DIR/history.jsonl        one JSON line per event (start/resume, epoch, NaN stop, export)
-    DIR/saved_model/         the exported SavedModel (music_attr_vae.export)
+experiment in ``workdir``, laid out as ``music_attr_vae.workdir`` describes,
+while holding the workdir's lock (a second ``train`` on it is refused).
 
 **Resuming.**  The data order of epoch ``e`` is a pure function of
 (``train.seed``, ``e``) and the model's noise of step ``n`` a pure function of
@@ -18,7 +12,8 @@ after ``k`` steps of epoch ``e`` rebuilds epoch ``e``'s order, skips its first
 Checkpoints are written at every epoch end and every
 ``train.checkpoint_every_steps`` steps; ``CheckpointManager`` updates its
 index file atomically, so a SIGKILL during a save leaves the previous
-checkpoint in place.
+checkpoint in place; a damaged newest checkpoint (a truncated ``.data``
+file) is reported by name and the newest intact one restored instead.
 
 **Strategies.**  ``auto`` picks ``MirroredStrategy`` over all GPUs when there
 are any and the default (single-device) strategy otherwise; ``default``,
@@ -45,26 +40,21 @@ import os
 import shutil
 import sys
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from music_attr_vae import configs_loader, fileio
+from music_attr_vae import workdir as wd
 from music_attr_vae import training_callbacks as cb
 from music_attr_vae.model.regularization import normalize_mapping
 from music_attr_vae.model.vae import MeasureVAE, build_model, resolve_matmul_dtype
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
-CONFIG_FILE = "config.json"
-HISTORY_FILE = "history.jsonl"
-CHECKPOINT_DIR = "checkpoints"
-SAVED_MODEL_DIR = "saved_model"
 # Config sections that define the network: resuming with different values is refused.
 _ARCHITECTURE_SECTIONS = ("model", "regularization")
-# Extra top-level keys of config.json that are not config fields.
-_RUN_KEYS = ("data_dir", "run")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -76,21 +66,12 @@ class NonFiniteLossError(RuntimeError):
 
 def _log_event(workdir: str, event: str, **fields) -> None:
     record = {"event": event, "time": time.time(), **fields}
-    with open(os.path.join(workdir, HISTORY_FILE), "a", encoding="utf-8") as f:
+    with open(wd.path(workdir, wd.HISTORY_FILE), "a", encoding="utf-8") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")
 
 
 def _say(message: str) -> None:
     print(f"[train] {message}", file=sys.stderr, flush=True)
-
-
-def read_history(workdir: str) -> List[dict]:
-    """The events of DIR/history.jsonl, oldest first."""
-    path = os.path.join(workdir, HISTORY_FILE)
-    if not os.path.exists(path):
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 # ---------------------------------------------------------------- strategy
@@ -140,17 +121,6 @@ def _prepare_workdir(workdir: str) -> str:
     return workdir
 
 
-def read_workdir_config(workdir: str) -> Tuple[dict, dict]:
-    """(config fields, run fields) from DIR/config.json."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: {workdir} is not a training workdir")
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
-    run = {k: data.pop(k) for k in _RUN_KEYS if k in data}
-    return data, run
-
-
 def _flat(d: dict, prefix: str = "") -> Dict[str, object]:
     out: Dict[str, object] = {}
     for key, value in d.items():
@@ -175,9 +145,9 @@ def _architecture(config: dict) -> Dict[str, object]:
 
 def _check_resume_compatible(workdir: str, config) -> None:
     """Refuse to resume a workdir whose network differs from ``config``'s."""
-    if not os.path.exists(os.path.join(workdir, CONFIG_FILE)):
+    if not wd.is_workdir(workdir):
         return
-    old, _ = read_workdir_config(workdir)
+    old, _ = wd.read_workdir_config(workdir)
     new = configs_loader.to_dict(config)
     old_flat, new_flat = _architecture(old), _architecture(new)
     diffs = [
@@ -206,7 +176,7 @@ def resolve_data(
     from music_attr_vae.data import prepare as prepare_mod
 
     source = source or config.data.source or "folk_rnn"
-    out = scratch or os.path.join(workdir, "data")
+    out = scratch or wd.path(workdir, wd.DATA_DIR)
     if prepare_mod.is_prepared_dir(out) and not prepare_mod.is_prepared_dir(source):
         summary = prepare_mod.read_summary(out)
         before = (summary.get("parameters") or {}).get("source")
@@ -353,7 +323,7 @@ def _write_config(workdir: str, config, data_dir: str, run: dict) -> None:
     data = configs_loader.to_dict(config)
     data["data_dir"] = os.path.abspath(data_dir)
     data["run"] = run
-    fileio.write_json(os.path.join(workdir, CONFIG_FILE), data, sort_keys=True)
+    fileio.write_json(wd.path(workdir, wd.CONFIG_FILE), data, sort_keys=True)
 
 
 def _plain_copy(model: MeasureVAE, config, strategy) -> MeasureVAE:
@@ -396,14 +366,14 @@ class _Trainer:
             model=self.model, optimizer=self.optimizer, epoch=self.epoch_var, step_in_epoch=self.done_var,
             train_seconds=self.seconds_var,
         )
-        self.chief_ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
+        self.chief_ckpt_dir = wd.path(workdir, wd.CHECKPOINT_DIR)
         # every worker saves (tf.distribute needs it); the others into scratch folders
-        ckpt_dir = self.chief_ckpt_dir if is_chief else os.path.join(scratch, CHECKPOINT_DIR)
+        ckpt_dir = self.chief_ckpt_dir if is_chief else wd.path(scratch, wd.CHECKPOINT_DIR)
         self.manager = tf.train.CheckpointManager(self.checkpoint, ckpt_dir, max_to_keep=config.train.keep_checkpoints)
         self.writers = {}
         if is_chief:
             self.writers = {
-                split: tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", split))
+                split: tf.summary.create_file_writer(wd.tensorboard_dir(workdir, split))
                 for split in ("train", "validation")
             }
         self.val_ds, self.val_batches = _validation_dataset(data_dir, config, self.multi)
@@ -421,10 +391,12 @@ class _Trainer:
             _log_event(self.workdir, name, **fields)
 
     def restore(self) -> Optional[str]:
-        """Restore the chief's latest checkpoint, if any; returns its path."""
-        latest = tf.train.latest_checkpoint(self.chief_ckpt_dir)
+        """Restore the chief's newest intact checkpoint, if any; returns its path."""
+        latest, damaged = wd.intact_checkpoint(self.chief_ckpt_dir, _say if self.is_chief else None)
         if latest:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
+        if damaged:
+            self.event("damaged_checkpoints", skipped=damaged, using=latest)
         self.budget.already = float(self.seconds_var.numpy())
         epoch, done = int(self.epoch_var.numpy()), int(self.done_var.numpy())
         self.event("resume" if latest else "start", step=self.step, epoch=epoch, step_in_epoch=done,
@@ -523,7 +495,7 @@ class _Trainer:
 
             saved_model = export.export_saved_model(
                 _plain_copy(self.model, self.config, self.strategy), self.config,
-                os.path.join(self.workdir, SAVED_MODEL_DIR), reference_tokens=self.ref_tokens,
+                wd.path(self.workdir, wd.SAVED_MODEL_DIR), reference_tokens=self.ref_tokens,
             )
             self.event("export", step=self.step, saved_model=saved_model)
         if self.scratch:
@@ -562,7 +534,15 @@ def train(
                          "the workers' clocks would stop them at different steps")
     workdir = _prepare_workdir(workdir)
     is_chief, task_id = _worker_role(strat)
-    scratch = None if is_chief else os.path.join(workdir, f".worker-{task_id}")
+    if not is_chief:  # the chief holds the lock for the whole cluster
+        return _train_in(config, workdir, source, strat, strategy_name, is_chief, task_id, progress, cache_dir)
+    with wd.WorkdirLock(workdir):
+        return _train_in(config, workdir, source, strat, strategy_name, is_chief, task_id, progress, cache_dir)
+
+
+def _train_in(config, workdir, source, strat, strategy_name, is_chief, task_id, progress, cache_dir) -> dict:
+    """``train`` once the workdir is ready (and locked, on the chief)."""
+    scratch = None if is_chief else wd.worker_scratch(workdir, task_id)
     if scratch:
         os.makedirs(scratch, exist_ok=True)
     if is_chief:
@@ -570,7 +550,7 @@ def train(
     keras.utils.set_random_seed(config.train.seed)
     source = source or config.data.source or "folk_rnn"
     data_dir, _ = resolve_data(
-        config, workdir, source, scratch=os.path.join(scratch, "data") if scratch else None,
+        config, workdir, source, scratch=wd.path(scratch, wd.DATA_DIR) if scratch else None,
         progress=progress and is_chief, cache_dir=cache_dir,
     )
     config = configs_loader.from_dict(configs_loader.to_dict(config))  # a private copy we may annotate
@@ -579,19 +559,3 @@ def train(
                        progress=progress)
     resumed_from = trainer.restore()
     return trainer.finish(trainer.loop(), resumed_from)
-
-
-# ---------------------------------------------------------------- loading
-
-
-def load_model(workdir: str) -> Tuple[MeasureVAE, "configs_loader.ml_collections.ConfigDict"]:
-    """(model, config) of a training workdir, with the latest checkpoint's weights."""
-    workdir = os.path.abspath(workdir)
-    fields, _ = read_workdir_config(workdir)
-    config = configs_loader.from_dict(fields)
-    latest = tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINT_DIR))
-    if not latest:
-        raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)}")
-    model = build_model(config)
-    tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
-    return model, config

@@ -70,6 +70,42 @@ def test_swap_dir_into_place_replaces_and_restores(tmp_path, monkeypatch):
     assert (target / "fresh").read_text() == "fresh"  # the previous folder is back in place
 
 
+def _publish(out, texts, manifest="m.json"):
+    def write(folder):
+        for name, text in texts.items():
+            fileio.write_text(os.path.join(folder, name), text)
+
+    fileio.publish_files(str(out), list(texts), manifest, write)
+
+
+def test_publish_files_puts_everything_back_when_a_move_fails(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    first = {"a.txt": "a1", "b.txt": "b1", "m.json": json.dumps({"files": {"a": "a.txt", "b": "b.txt", "m": "m.json"}})}
+    _publish(out, first)
+    (out / "mine.txt").write_text("keep")
+    real, calls = os.replace, []
+
+    def flaky(src, dst):
+        calls.append(dst)
+        if str(dst) == str(out / "b.txt") and len(calls) > 3 and not flaky.failed:  # b's move into place, once
+            flaky.failed = True
+            raise OSError(28, "No space left on device", dst)
+        return real(src, dst)
+
+    flaky.failed = False
+    monkeypatch.setattr(os, "replace", flaky)
+    with pytest.raises(OSError, match="No space left"):
+        _publish(out, {"a.txt": "a2", "b.txt": "b2", "m.json": first["m.json"]})
+    monkeypatch.setattr(os, "replace", real)
+    assert {p.name: p.read_text() for p in out.iterdir()} == {**first, "mine.txt": "keep"}  # a.txt rolled back too
+    _publish(out, {"a.txt": "a2", "b.txt": "b2", "m.json": first["m.json"]})  # an earlier run's files: replaced
+    assert (out / "a.txt").read_text() == "a2" and (out / "mine.txt").read_text() == "keep"
+    (out / "c.txt").write_text("someone's")
+    with pytest.raises(FileExistsError, match="already holds c.txt"):
+        _publish(out, {"c.txt": "c", "m.json": first["m.json"]})
+    assert (out / "c.txt").read_text() == "someone's"
+
+
 @pytest.mark.skipif(fileio._renameat2 is None, reason="no renameat2 on this system")
 def test_swap_exchanges_in_one_step_where_the_system_can(tmp_path, monkeypatch):
     target, new = tmp_path / "out", tmp_path / "new"

@@ -11,7 +11,7 @@ import sys
 
 import tensorflow as tf
 
-from music_attr_vae import training
+from music_attr_vae import workdir as wd
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -57,5 +57,5 @@ def test_two_workers_train_quick_and_the_chief_exports(tmp_path, prepared_small)
     assert tf.train.latest_checkpoint(str(workdir / "checkpoints")).endswith("ckpt-24")
     assert (workdir / "saved_model" / "saved_model.pb").exists()
     assert not list(workdir.glob(".worker-*"))  # the other worker's scratch checkpoints are gone
-    events = [e["event"] for e in training.read_history(str(workdir))]
+    events = [e["event"] for e in wd.read_history(str(workdir))]
     assert events == ["start", "epoch", "epoch", "export"]  # written by the chief only

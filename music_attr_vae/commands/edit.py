@@ -12,7 +12,11 @@ value) or ``NAME+=DELTA`` / ``NAME-=DELTA`` (relative to each bar), and may
 be repeated for several attributes.  Writes to ``--out`` (a directory):
 ``edited.mid``, ``edited.abc``, ``original.mid``, ``original.abc``,
 ``before_after.png`` and ``report.json`` (each bar's attributes before and
-after).  Bars outside ``--measures`` are copied unchanged.
+after).  Bars outside ``--measures`` are copied unchanged.  The six files
+are written all or nothing; an existing ``--out`` keeps its other files, and
+a file of one of those names there is replaced only if an earlier edit wrote
+it (its report.json lists it).  A tune may have at most ``export.MAX_BATCH``
+bars.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ flags.DEFINE_string("measures", None, 'Bars to edit: "5", "5-8", "1,3,6-7" or "a
 flags.DEFINE_multi_string("set", None, "NAME=VALUE, NAME+=DELTA or NAME-=DELTA; repeatable.")
 flags.DEFINE_string("out", None, "Output directory (created).")
 flags.DEFINE_float("temperature", 0.0, "Decoding temperature; 0 = greedy.")
-flags.DEFINE_integer("seed", 0, "Seed of the sampling when --temperature > 0.")
+flags.DEFINE_integer("seed", 0, "Seed of the sampling when --temperature > 0.", lower_bound=0, upper_bound=2**31 - 1)
 
 
 def _fail(message: str) -> int:
@@ -45,10 +49,14 @@ def main(argv) -> int:
         if not getattr(FLAGS, name):
             return _fail(f"--{name} is required")
     from music_attr_vae import editing
-    from music_attr_vae.export import ServedModel
+    from music_attr_vae.export import MAX_BATCH, ServedModel
 
     try:
+        editing.check_out(FLAGS.out)
         tune = editing.load_tune(FLAGS.tune, FLAGS.tune_index)
+        if len(tune.tokens) > MAX_BATCH:
+            raise editing.EditError(f"--tune={FLAGS.tune}: {len(tune.tokens)} bars is more than MAX_BATCH = "
+                                    f"{MAX_BATCH}, the most measures one request may encode")
         rows = editing.parse_measures(FLAGS.measures, tune)
         try:
             served = ServedModel(FLAGS.saved_model)

@@ -15,7 +15,10 @@ import json
 
 from absl import flags
 
+from music_attr_vae.export import MAX_BATCH, MAX_GRID, MAX_VALUES
+
 FLAGS = flags.FLAGS
+SURFACE_MAX = int(MAX_GRID**0.5)  # Figure 2's grid: at most MAX_GRID decodes
 
 flags.DEFINE_string("workdir", None, "Training workdir to evaluate (latest checkpoint; data dir from its config.json).")
 flags.DEFINE_string("saved_model", None, "An exported SavedModel to evaluate instead of a workdir (needs --data_dir).")
@@ -24,13 +27,19 @@ flags.DEFINE_string("source", None, "Evaluate on every measure of this corpus (A
                     "instead of the test split; 'seen' then means 'in the model's training split'.")
 flags.DEFINE_string("output_dir", None, "Where metrics.json and the figures go (default: DIR/eval, or eval/ beside the SavedModel).")
 flags.DEFINE_string("name", None, "Model name in the report (default: the workdir's base name).")
-flags.DEFINE_integer("batch_size", 512, "Measures per encode/decode call.")
-flags.DEFINE_integer("mi_max_points", 5000, "Test latents used by the k-NN mutual-information estimator (deterministic subsample).")
-flags.DEFINE_integer("traversal_latents", 200, "Test latents traversed per attribute for controllability.")
-flags.DEFINE_integer("traversal_steps", 13, "Steps of each controllability traversal (mean-3sd .. mean+3sd).")
-flags.DEFINE_integer("surface_resolution", 25, "Figure 2 decodes a resolution x resolution grid.")
+# Every size a request can ask for is bounded (the serving limits of music_attr_vae.export).
+flags.DEFINE_integer("batch_size", 512, "Measures per encode/decode call.", lower_bound=1, upper_bound=MAX_BATCH)
+flags.DEFINE_integer("mi_max_points", 5000, "Test latents used by the k-NN mutual-information estimator "
+                     "(deterministic subsample).", lower_bound=1, upper_bound=MAX_BATCH)
+flags.DEFINE_integer("traversal_latents", 200, "Test latents traversed per attribute for controllability.",
+                     lower_bound=1, upper_bound=MAX_BATCH)
+flags.DEFINE_integer("traversal_steps", 13, "Steps of each controllability traversal (mean-3sd .. mean+3sd); "
+                     f"--traversal_latents x --traversal_steps <= MAX_GRID = {MAX_GRID}.",
+                     lower_bound=2, upper_bound=MAX_VALUES)
+flags.DEFINE_integer("surface_resolution", 25, "Figure 2 decodes a resolution x resolution grid.",
+                     lower_bound=1, upper_bound=SURFACE_MAX)
 flags.DEFINE_boolean("figures", True, "Draw the figures (--nofigures: metrics only).")
-flags.DEFINE_integer("seed", 0, "Seed of every subsample and of the MI estimator.")
+flags.DEFINE_integer("seed", 0, "Seed of every subsample and of the MI estimator.", lower_bound=0, upper_bound=2**31 - 1)
 
 
 def options_from_flags():
@@ -56,22 +65,28 @@ def main(argv):
         raise app.UsageError("give exactly one of --workdir and --saved_model")
     if FLAGS.saved_model and not FLAGS.data_dir:
         raise app.UsageError("--saved_model needs --data_dir (the prepared dataset with the test split)")
+    if FLAGS.traversal_latents * FLAGS.traversal_steps > MAX_GRID:
+        raise app.UsageError(f"--traversal_latents={FLAGS.traversal_latents} x --traversal_steps="
+                             f"{FLAGS.traversal_steps}: at most MAX_GRID = {MAX_GRID} decodes per traversal")
     from music_attr_vae.evaluation import evaluate
 
     try:
         options = options_from_flags()
     except ValueError as err:
         raise app.UsageError(str(err)) from None
-    if FLAGS.workdir:
-        result = evaluate.evaluate_workdir(
-            FLAGS.workdir, data_dir=FLAGS.data_dir, output_dir=FLAGS.output_dir, name=FLAGS.name, options=options,
-            source=FLAGS.source,
-        )
-    else:
-        result = evaluate.evaluate_saved_model(
-            FLAGS.saved_model, FLAGS.data_dir, output_dir=FLAGS.output_dir, name=FLAGS.name, options=options,
-            source=FLAGS.source,
-        )
+    try:
+        if FLAGS.workdir:
+            result = evaluate.evaluate_workdir(
+                FLAGS.workdir, data_dir=FLAGS.data_dir, output_dir=FLAGS.output_dir, name=FLAGS.name,
+                options=options, source=FLAGS.source,
+            )
+        else:
+            result = evaluate.evaluate_saved_model(
+                FLAGS.saved_model, FLAGS.data_dir, output_dir=FLAGS.output_dir, name=FLAGS.name, options=options,
+                source=FLAGS.source,
+            )
+    except (OSError, ValueError) as err:  # a missing folder, a damaged checkpoint, an unwritable --output_dir
+        raise app.UsageError(str(err)) from None
     data = result["data"]
     summary = dict(result["summary"], n_test=data["n_test"], n_unseen=data["n_unseen"], split=data["split"],
                    seconds=result["timing_s"]["total"])

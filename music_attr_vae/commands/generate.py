@@ -13,6 +13,10 @@ directory (created) that receives ``traversal.mid`` (all traversals one after
 another), ``traversal.abc`` (one tune per traversal), ``traversal.png`` (one
 piano-roll row per traversal) and ``traversal.json`` (every measure's tokens
 and attributes, and how often the attribute rose from one step to the next).
+The four files are written all or nothing, and a file of one of those names
+already in ``--out`` is replaced only if an earlier run wrote it (its
+traversal.json lists it).  ``--steps`` is at most ``export.MAX_VALUES`` and
+``--num_traversals`` x ``--steps`` at most ``export.MAX_GRID``.
 """
 
 from __future__ import annotations
@@ -24,19 +28,26 @@ import numpy as np
 from absl import flags
 
 from music_attr_vae import fileio
+from music_attr_vae.export import MAX_GRID, MAX_VALUES
 
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("saved_model", None, "Directory of an exported SavedModel.")
 flags.DEFINE_string("attribute", None, "A regularised attribute name, or a latent dim number.")
-flags.DEFINE_integer("steps", 8, "Measures per traversal (>= 2).")
+flags.DEFINE_integer("steps", 8, f"Measures per traversal (2..MAX_VALUES = {MAX_VALUES}).")
 flags.DEFINE_string("out", None, "Output directory (created).")
-flags.DEFINE_integer("seed", 0, "Seed of the prior draw (and of sampling when --temperature > 0).")
+flags.DEFINE_integer("seed", 0, "Seed of the prior draw (and of sampling when --temperature > 0).",
+                     lower_bound=0, upper_bound=2**31 - 1)
 flags.DEFINE_float("temperature", 0.0, "Decoding temperature; 0 = greedy.")
-flags.DEFINE_integer("num_traversals", 1, "Traversals from independent prior draws (ignored with --from_tune).")
+flags.DEFINE_integer("num_traversals", 1, "Traversals from independent prior draws (ignored with --from_tune); "
+                     f"--num_traversals x --steps <= MAX_GRID = {MAX_GRID}.")
 flags.DEFINE_string("from_tune", None, "Start from a measure of this ABC / MIDI tune instead of the prior.")
 flags.DEFINE_integer("tune_index", None, "Which tune of --from_tune when it holds several (0-based).")
 flags.DEFINE_integer("measure", 1, "Bar of --from_tune to start from (1 = first full bar).")
+
+
+OUTPUT_FILES = {k: f"traversal.{k}" for k in ("mid", "abc", "png", "json")}
+MANIFEST = OUTPUT_FILES["json"]  # lists the files, so a later run knows which files in --out are its own
 
 
 class GenerateError(ValueError):
@@ -73,8 +84,8 @@ def _start_codes(served):
 
 
 def run(served, out_dir: str) -> dict:
-    """Generate the traversals and write the four files; returns the JSON document."""
-    from music_attr_vae import render
+    """Generate the traversals and write the four files (all or nothing); returns the JSON document."""
+    from music_attr_vae import editing, render
     from music_attr_vae.data import attributes as attrs
 
     try:
@@ -83,6 +94,12 @@ def run(served, out_dir: str) -> dict:
         raise GenerateError(f"--attribute={FLAGS.attribute}: {e}") from e
     if FLAGS.steps < 2:
         raise GenerateError(f"--steps={FLAGS.steps}: a traversal needs at least 2 steps")
+    if FLAGS.steps > MAX_VALUES:
+        raise GenerateError(f"--steps={FLAGS.steps}: at most MAX_VALUES = {MAX_VALUES} steps per traversal")
+    count = 1 if FLAGS.from_tune is not None else FLAGS.num_traversals
+    if count * FLAGS.steps > MAX_GRID:
+        raise GenerateError(f"--num_traversals={count} x --steps={FLAGS.steps} = {count * FLAGS.steps} "
+                            f"measures: at most MAX_GRID = {MAX_GRID} per request")
     values = served.traversal_values(FLAGS.attribute, FLAGS.steps)
     if FLAGS.temperature < 0 or not np.isfinite(FLAGS.temperature):
         raise GenerateError(f"--temperature={FLAGS.temperature}: must be a finite number >= 0")
@@ -91,8 +108,6 @@ def run(served, out_dir: str) -> dict:
     name = FLAGS.attribute if FLAGS.attribute in served.maps else None
     column = attrs.attribute_index(name) if name else None
 
-    os.makedirs(out_dir, exist_ok=True)
-    paths = {k: os.path.join(out_dir, f"traversal.{k}") for k in ("mid", "abc", "png", "json")}
     traversals, rows, titles, options = [], [], [], []
     for t, (row, start) in enumerate(zip(tokens, starts)):
         values_attr = attrs.compute_all(row)
@@ -112,15 +127,12 @@ def run(served, out_dir: str) -> dict:
                         "transpose": transpose})
 
     label = name or f"dim {dim}"
-    render.write_midi(np.concatenate(rows), paths["mid"], transpose=transpose)
     abc = "\n".join(
         render.tokens_to_abc(
             row, title=f"{label} traversal {t + 1}", reference=t + 1, transpose=transpose, key="auto"
         )
         for t, row in enumerate(rows)
     )
-    fileio.write_text(paths["abc"], abc)
-    render.save_piano_roll_rows(rows, paths["png"], titles, options)
     document = {
         "saved_model": served.path,
         "model_name": served.metadata.get("model_name"),
@@ -132,11 +144,22 @@ def run(served, out_dir: str) -> dict:
         "temperature": FLAGS.temperature,
         "attribute_names": list(attrs.ATTRIBUTE_NAMES),
         "traversals": traversals,
-        "files": {k: os.path.basename(v) for k, v in paths.items()},
+        "files": dict(OUTPUT_FILES),
     }
     if column is not None:
         document["rising_steps"] = float(np.mean([t["rising_steps"] for t in traversals]))
-    fileio.write_json(paths["json"], document)
+
+    def write(folder: str) -> None:
+        paths = {k: os.path.join(folder, file_name) for k, file_name in OUTPUT_FILES.items()}
+        render.write_midi(np.concatenate(rows), paths["mid"], transpose=transpose)
+        fileio.write_text(paths["abc"], abc)
+        render.save_piano_roll_rows(rows, paths["png"], titles, options)
+        fileio.write_json(paths["json"], document)
+
+    try:
+        fileio.publish_files(out_dir, list(OUTPUT_FILES.values()), MANIFEST, write)
+    except OSError as err:
+        raise GenerateError(editing.output_error("--out", out_dir, err)) from err
     return document
 
 
@@ -148,6 +171,12 @@ def main(argv) -> int:
             return _fail(f"--{name} is required")
     from music_attr_vae.export import ServedModel
 
+    from music_attr_vae import editing
+
+    try:
+        editing.check_out(FLAGS.out, list(OUTPUT_FILES.values()), MANIFEST)
+    except editing.EditError as e:
+        return _fail(str(e))
     try:
         served = ServedModel(FLAGS.saved_model)
     except (FileNotFoundError, ValueError) as e:

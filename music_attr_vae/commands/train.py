@@ -52,7 +52,12 @@ def main(argv) -> int:
     from music_attr_vae import training
     from music_attr_vae.configs_loader import validate_config
 
-    config = _CONFIG.value
+    try:
+        config = _CONFIG.value
+        config.get("name", None)  # a config that failed to load raises on first use
+    except OSError as err:  # ml_collections reports a missing or broken config file only here
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        return _fail(f"--config={flags.FLAGS['config'].config_filename}: cannot load the config file ({lines[-1]})")
     try:
         validate_config(config)
     except ValueError as err:
@@ -66,6 +71,8 @@ def main(argv) -> int:
         return _fail(str(err), code=1)
     except (ValueError, FileNotFoundError, NotADirectoryError, RuntimeError) as err:
         return _fail(str(err))
+    except OSError as err:  # the workdir cannot be written: a read-only or full disk
+        return _fail(f"--workdir={_WORKDIR.value}: {err.strerror or err} ({err.filename or _WORKDIR.value})")
     speed = result["examples_per_second"]
     speed = f"{speed:.0f} examples/s" if speed > 0 else "nothing left to train (re-exported)"
     print(

@@ -21,6 +21,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from music_attr_vae import fileio
+from music_attr_vae import workdir as wd
 from music_attr_vae.data import attributes as attrs
 from music_attr_vae.evaluation import evaluate as ev
 from music_attr_vae.evaluation import figures
@@ -44,7 +45,7 @@ def eval_dir_of(path: str) -> str:
         return os.path.dirname(path)
     if os.path.exists(os.path.join(path, ev.METRICS_FILE)):
         return path
-    return os.path.join(path, "eval")
+    return wd.path(path, wd.EVAL_DIR)
 
 
 def load_or_evaluate(path: str, evaluate_missing: bool = True,
@@ -58,9 +59,9 @@ def load_or_evaluate(path: str, evaluate_missing: bool = True,
         raise FileNotFoundError(
             f"{path}: no {ev.METRICS_FILE} in {eval_dir}; run `music-attr-vae evaluate --workdir={workdir}` first"
         )
-    if not os.path.exists(os.path.join(workdir, "config.json")):
+    if not wd.is_workdir(workdir):
         raise FileNotFoundError(f"{path} is neither an evaluated model (no {eval_dir}/{ev.METRICS_FILE}) "
-                                "nor a training workdir (no config.json)")
+                                f"nor a training workdir (no {wd.CONFIG_FILE})")
     return ev.evaluate_workdir(workdir, options=options), eval_dir
 
 

@@ -1,7 +1,7 @@
 """Evaluate one trained model on the test split: metrics.json, figures, TensorBoard.
 
 Entry points: :func:`evaluate_workdir` (a training workdir, restored with
-``training.load_model``) and :func:`evaluate_saved_model` (an exported
+``workdir.load_model``) and :func:`evaluate_saved_model` (an exported
 SavedModel plus a prepared data dir).  Both wrap the model in a
 :class:`LatentModel` -- batched NumPy ``encode`` / ``decode`` /
 teacher-forced statistics -- and call :func:`evaluate`, which only needs that
@@ -62,6 +62,7 @@ import numpy as np
 from scipy import special
 
 from music_attr_vae import fileio
+from music_attr_vae import workdir as wd
 from music_attr_vae.data import attributes as attrs
 from music_attr_vae.data import measures
 from music_attr_vae.evaluation import figures, metrics
@@ -576,19 +577,6 @@ def evaluate(model: LatentModel, info: ModelInfo, tokens: np.ndarray, attribute_
 # ---------------------------------------------------------------- workdir / SavedModel front ends
 
 
-def workdir_data_dir(workdir: str) -> str:
-    """The prepared data dir a workdir was trained on, from DIR/config.json."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"--workdir={workdir} has no config.json: is it a training workdir?")
-    with open(path, encoding="utf-8") as handle:
-        config = json.load(handle)
-    data_dir = config.get("data_dir") or (config.get("data") or {}).get("data_dir")
-    if not data_dir:
-        raise ValueError(f"{path} records no data_dir; pass --data_dir")
-    return data_dir if os.path.isabs(data_dir) else os.path.join(workdir, data_dir)
-
-
 def _config_regularization(config) -> Dict[str, dict]:
     """Plain-dict regularization specs from a ConfigDict (or dict), keyed by attribute name."""
     reg = config.get("regularization") if hasattr(config, "get") else None
@@ -658,33 +646,31 @@ def _seen_in_training(data_dir: str, tokens: np.ndarray) -> np.ndarray:
 def evaluate_workdir(workdir: str, *, data_dir: Optional[str] = None, output_dir: Optional[str] = None,
                      name: Optional[str] = None, options: Optional[EvalOptions] = None,
                      source: Optional[str] = None) -> dict:
-    """Evaluate the latest checkpoint of a training workdir; writes DIR/eval/ and DIR/tensorboard/eval.
+    """Evaluate the newest intact checkpoint of a training workdir; writes DIR/eval/ and DIR/tensorboard/eval.
 
     With ``source`` (a file, folder or glob of tunes) the model is evaluated on
     every measure of that corpus instead of its test split, in
     DIR/eval/source-NAME-HASH/ by default; "seen" then means "occurs in the
     model's training split".
     """
-    from music_attr_vae import training  # imported here: SavedModel users need no training code
-
     options = options or EvalOptions()
     workdir = os.path.abspath(workdir)
     if not os.path.isdir(workdir):
         raise FileNotFoundError(f"--workdir={workdir} does not exist")
     start = time.perf_counter()
-    data_dir = os.path.abspath(data_dir or workdir_data_dir(workdir))
-    model, config = training.load_model(workdir)
+    data_dir = os.path.abspath(data_dir or wd.data_dir_of(workdir))
+    model, config = wd.load_model(workdir)
     info = ModelInfo(
         name=name or os.path.basename(workdir.rstrip(os.sep)), config_name=str(config.get("name", "?")),
         source="workdir", path=workdir, z_dim=int(config.model.z_dim), regularization=_config_regularization(config),
     )
     latent_model = KerasLatentModel(model, info.z_dim, options.batch_size)
     label = source_label(source) if source else ""
-    output_dir = output_dir or os.path.join(workdir, "eval", label)
+    output_dir = output_dir or wd.path(workdir, wd.EVAL_DIR, label)
     eval_data, split, tokens, attribute_values, seen = _evaluation_data(source, data_dir, output_dir)
     timing = {"load": round(time.perf_counter() - start, 3)}
     return evaluate(latent_model, info, tokens, attribute_values, data_dir=eval_data, output_dir=output_dir,
-                    tensorboard_dir=os.path.join(workdir, "tensorboard", "eval", label), options=options,
+                    tensorboard_dir=wd.tensorboard_dir(workdir, os.path.join(wd.EVAL_DIR, label)), options=options,
                     timing=timing, seen=seen, split=split, source=source)
 
 
@@ -720,8 +706,8 @@ def evaluate_saved_model(saved_model: str, data_dir: str, *, output_dir: Optiona
     if output_dir:  # a folder of its own: keep the TensorBoard images inside it
         tensorboard_dir = os.path.join(output_dir, "tensorboard")
     else:  # DIR/saved_model -> DIR/eval and DIR/tensorboard/eval, as for a workdir
-        output_dir = os.path.join(parent, "eval", label)
-        tensorboard_dir = os.path.join(parent, "tensorboard", "eval", label)
+        output_dir = wd.path(parent, wd.EVAL_DIR, label)
+        tensorboard_dir = wd.tensorboard_dir(parent, os.path.join(wd.EVAL_DIR, label))
     eval_data, split, tokens, attribute_values, seen = _evaluation_data(source, os.path.abspath(data_dir), output_dir)
     timing = {"load": round(time.perf_counter() - start, 3)}
     return evaluate(latent_model, info, tokens, attribute_values, data_dir=eval_data, output_dir=output_dir,
