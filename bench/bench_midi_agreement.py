@@ -48,15 +48,19 @@ def _report(title: str, a, b, show: int) -> None:
     print(f"tunes kept by one side only: {sorted(a.kept ^ b.kept)}")
 
 
-def _fit_meter(data: pathlib.Path) -> None:
-    """Print METRE_LOG_RATE and PICKUP_LOG_PRIOR fitted on the 4/4 tunes of O'Neill's 1850."""
+METRE_COLLECTIONS = ("oneills1850", "airds_airs", "essen")
+
+
+def _fit_meter(data: pathlib.Path, collections=METRE_COLLECTIONS) -> None:
+    """Print METRE_LOG_RATE and PICKUP_LOG_PRIOR fitted on the 4/4 tunes of ``collections`` (not Nottingham)."""
     from music_attr_vae.data import abc_reader, midi_reader, sources
 
     bar = 4 * midi_reader.STEPS_PER_QUARTER
     counts = np.ones((7, len(midi_reader.IOI_BUCKETS)))
     per_level = np.bincount([midi_reader.metrical_level(s) for s in range(bar)], minlength=7)[:, None]
     pickups = np.ones(bar)
-    for raw in sources.read_raw_tunes(sources.resolve_source(str(data / "oneills1850"))):
+    raws = [raw for name in collections for raw in sources.read_raw_tunes(sources.resolve_source(str(data / name)))]
+    for raw in raws:
         try:
             seq = sources.raw_tune_to_sequence(raw)
         except abc_reader.SkipTune:

@@ -154,9 +154,16 @@ REPEATS = "same measures, played a different number of times (repeats)"
 EXTRA = "one side has extra measures (repeats, endings or parts played differently)"
 OFF_GRID = "one side drops off-grid measures"
 PHASE = "barlines placed differently (bar phase)"
-PITCHES = "same rhythms, some pitches differ (accidentals)"
-TIES = "tied notes struck again"
+FIRST_PART = "renderer stops after the first part (body P: labels)"
+PART_ORDER = "renderer plays the parts of the Y: line"
+ACCIDENTALS = "renderer does not carry accidentals to the end of the bar"
+TIES = "renderer strikes tied notes again"
+TIES_AND_ACCIDENTALS = "renderer strikes tied notes again and does not carry accidentals"
 OTHER = "notes differ"
+KINDS = (AGREE, REPEATS, OFF_GRID, PHASE, FIRST_PART, PART_ORDER, TIES, ACCIDENTALS, TIES_AND_ACCIDENTALS, EXTRA,
+         OTHER)
+_Y_FIELD = re.compile(r"^Y:", re.M)
+_P_FIELD = re.compile(r"^P:", re.M)
 
 
 def _grid_set(sequence) -> Set[bytes]:
@@ -179,33 +186,71 @@ def delayed(sequence, beats: float):
     return out
 
 
-def _rhythms(grids: Set[bytes]) -> Set[bytes]:
-    return {np.where(np.frombuffer(g, np.int16) >= 0, 1, np.frombuffer(g, np.int16)).astype(np.int16).tobytes()
-            for g in grids}
+def _notes(sequence) -> list:
+    """(pitch, start, end) in beats from the first onset, sorted."""
+    notes = sorted((n.start_time * 2, n.end_time * 2, n.pitch) for n in sequence.notes)
+    first = notes[0][0] if notes else 0.0
+    return [(p, round(s - first, 4), round(e - first, 4)) for s, e, p in notes]
 
 
-def _untied(grids: Set[bytes]) -> Set[bytes]:
-    """Grids with every re-strike of the note already sounding turned into HOLD."""
-    out = set()
-    for g in grids:
-        row = np.frombuffer(g, np.int16).copy()
-        sounding = None
-        for t, v in enumerate(row):
-            if v >= 0 and v == sounding:
-                row[t] = -2  # HOLD_MARK
-            elif v != -2:
-                sounding = v if v >= 0 else None
-        out.add(row.tobytes())
-    return out
+def _walk(abc: list, midi: list) -> Tuple[int, int, bool, bool]:
+    """Match ABC notes to MIDI notes from the start, as far as they agree.
+
+    An ABC note matches a MIDI note with the same start, a pitch at most one
+    semitone off, and the same end, or a run of such notes that tiles it (a
+    tie struck again; the note after the tie may lose a carried accidental).  Returns ``(abc notes matched, MIDI
+    notes matched, some tie struck again, some pitch a semitone off)``.
+    """
+    i = j = 0
+    restruck = semitone = False
+    while i < len(abc) and j < len(midi):
+        pitch_a, start_a, end_a = abc[i]
+        pitch_b, start_b, end = midi[j]
+        if abs(start_a - start_b) > 1e-3 or abs(pitch_a - pitch_b) > 1:
+            break
+        k = j
+        while end < end_a - 1e-3 and k + 1 < len(midi) and abs(midi[k + 1][0] - pitch_a) <= 1 \
+                and abs(midi[k + 1][1] - end) < 1e-3:
+            k += 1
+            end = midi[k][2]
+            semitone |= midi[k][0] != pitch_a
+        if abs(end - end_a) > 1e-3:
+            break
+        restruck |= k > j
+        semitone |= pitch_a != pitch_b
+        i, j = i + 1, k + 1
+    return i, j, restruck, semitone
+
+
+def renderer_kind(abc_notes: list, midi_notes: list, abc_text: str) -> Optional[str]:
+    """The renderer convention that turns the ABC reader's notes into the MIDI file's, or None.
+
+    Checked in note space (times from the first onset, :func:`_walk`): the
+    MIDI file ends inside the ABC tune's notes, which has body ``P:`` labels
+    (the renderer plays only the first part); every note matches with tied
+    notes struck again and/or pitches a semitone off (accidentals not carried
+    through the bar); else a ``Y:`` line and a different length (the renderer
+    plays the parts that line lists).
+    """
+    i, j, restruck, semitone = _walk(abc_notes, midi_notes)
+    if j >= len(midi_notes) - 1 and i < len(abc_notes) - 1 and _P_FIELD.search(abc_text):
+        return FIRST_PART
+    if i == len(abc_notes) and j == len(midi_notes):
+        if restruck and semitone:
+            return TIES_AND_ACCIDENTALS
+        return TIES if restruck else (ACCIDENTALS if semitone else None)
+    if _Y_FIELD.search(abc_text) and len(abc_notes) != len(midi_notes):
+        return PART_ORDER
+    return None
 
 
 def classify(a: Corpus, b: Corpus, name: str) -> str:
-    """Why tune ``name`` differs between corpora ``a`` and ``b`` (both kept it), or ``agree``.
+    """Why tune ``name`` differs between corpora ``a`` (ABC or MIDI) and ``b`` (MIDI), or ``agree``.
 
-    The first kind that explains the difference wins: repeats, extra measures,
-    off-grid drops, a bar phase (``b`` delayed by a multiple of half a beat
-    matches ``a``), ties (equal once re-struck notes are held), pitches only
-    (same rhythms), else other notes.
+    The first kind that explains the difference wins: repeats (the same
+    measures), off-grid drops, a bar phase (``b`` delayed by a multiple of half
+    a beat matches ``a``), a renderer convention (:func:`renderer_kind`, when
+    ``a`` is ABC), extra measures on one side, else other notes.
     """
     from music_attr_vae.data import sources
 
@@ -216,18 +261,19 @@ def classify(a: Corpus, b: Corpus, name: str) -> str:
     if sa == sb:
         return REPEATS
     off_a, off_b = a.results[name].dropped.get("off_grid_onset", 0), b.results[name].dropped.get("off_grid_onset", 0)
-    if sa <= sb or sb <= sa:
-        return OFF_GRID if off_a != off_b else EXTRA
+    if (sa <= sb or sb <= sa) and off_a != off_b:
+        return OFF_GRID
     seq_a, seq_b = sources.raw_tune_to_sequence(a.raws[name]), sources.raw_tune_to_sequence(b.raws[name])
     grids_a = _grid_set(seq_a)
     for half_beats in range(1, 8):
         grids_b = _grid_set(delayed(seq_b, half_beats / 2))
         if grids_b and (grids_b <= grids_a or grids_a <= grids_b):
             return PHASE
-    grids_b = _grid_set(seq_b)
-    if _untied(grids_a) == _untied(grids_b):
-        return TIES
-    return PITCHES if _rhythms(grids_a) == _rhythms(grids_b) else OTHER
+    if a.raws[name].kind != "midi":
+        kind = renderer_kind(_notes(seq_a), _notes(seq_b), a.raws[name].payload)
+        if kind:
+            return kind
+    return EXTRA if sa <= sb or sb <= sa else OTHER
 
 
 def compare(a: Corpus, b: Corpus) -> dict:

@@ -159,7 +159,8 @@ def test_abc_and_clean_midi_agree():
     midi = ma.Corpus(str(MELODY), jobs=1)
     result = ma.compare(abc, midi)
     assert result["tunes_b"] >= 0.95 * result["tunes_a"], result
-    assert result["jaccard"] >= 0.85, result  # 0.8625 measured (issue: 0.90); the rest are the renderer's choices
+    # 0.8558 measured (issue: 0.90); the rest are the renderer's conventions (BUILD_NOTES "MIDI agreement").
+    assert result["jaccard"] >= 0.85, result
     assert result["dropped_b"].get("off_grid_onset", 0) <= 20, result
     assert result["kinds"]["agree"] >= 300, result
 
@@ -171,6 +172,30 @@ def test_real_world_rewrite_gives_the_clean_measures(tmp_path):
     real = ma.Corpus(str(tmp_path / "real"), jobs=1)
     result = ma.compare(clean, real)
     assert result["tunes_b"] >= 0.98 * result["tunes_a"], result
-    # 0.9494 measured; the issue's 0.95 is not quite met (BUILD_NOTES: pickups of 2-3 beats).
-    assert result["jaccard"] >= 0.94, result
-    assert result["kinds"]["agree"] >= 530, result
+    assert result["jaccard"] >= 0.95, result  # 0.9634 measured
+    assert result["kinds"]["agree"] >= 540, result  # 542 measured
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("hpps14", ma.FIRST_PART),  # P:A / P:B in the body, no header P: the file holds part A only
+    ("reelsa-c3", ma.TIES),  # "B-B" in bar 3: the file strikes the B again
+    ("reelsa-c21", ma.ACCIDENTALS),  # "_BB" in K:G: the file plays the second B natural
+    ("reelsh-l10", ma.TIES_AND_ACCIDENTALS),
+    ("reelsa-c1", ma.PART_ORDER),  # Y:AAB: the file plays part A twice (four passes)
+])
+def test_renderer_conventions_explain_real_disagreements(name, kind):
+    """Each named kind of ABC/MIDI disagreement is found on a tune of that kind, and only there."""
+    abc = ma.Corpus(str(DATA / "nottingham"), max_shift=0, jobs=1, names={name})
+    midi = ma.Corpus(str(MELODY), max_shift=0, jobs=1, names={name})
+    assert ma.classify(abc, midi, name) == kind
+
+
+def test_renderer_kind_on_written_notes():
+    tune = [(67, 0.0, 1.0), (71, 1.0, 3.0), (72, 3.0, 4.0)]
+    restruck = [(67, 0.0, 1.0), (71, 1.0, 2.0), (71, 2.0, 3.0), (72, 3.0, 4.0)]
+    assert ma.renderer_kind(tune, restruck, "K:G") == ma.TIES
+    assert ma.renderer_kind(tune, [(67, 0.0, 1.0), (70, 1.0, 3.0), (72, 3.0, 4.0)], "K:G") == ma.ACCIDENTALS
+    assert ma.renderer_kind(tune, [(67, 0.0, 1.0), (71, 1.0, 3.0), (74, 3.0, 4.0)], "K:G") is None  # a tone off
+    assert ma.renderer_kind(tune, tune[:1], "P:A\nK:G") == ma.FIRST_PART
+    assert ma.renderer_kind(tune, tune[:1], "K:G") is None  # no part labels: not explained
+    assert ma.renderer_kind(tune, tune + tune, "Y:AA\nK:G") == ma.PART_ORDER
