@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import tensorflow as tf
 
 from music_attr_vae import workdir as wd
@@ -26,6 +27,7 @@ def _free_ports(n: int):
     return ports
 
 
+@pytest.mark.slow
 def test_two_workers_train_quick_and_the_chief_exports(tmp_path, prepared_small):
     workdir = tmp_path / "run"
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent(
     """
     import json, sys
@@ -68,6 +70,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_mirrored_update_is_the_mean_of_per_replica_gradients(tmp_path, prepared_small):
     script = tmp_path / "mirrored_check.py"
     script.write_text(SCRIPT)
