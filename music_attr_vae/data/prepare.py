@@ -221,10 +221,8 @@ def _assign(corpus: List[_Source], results: List[TuneResult], fractions, seed: i
     Returns ``{stored tune id: split}`` of the kept tunes.
     """
     split_of: Dict[str, str] = {}
-    per_source, start = [], 0
-    for src in corpus:
-        part = results[start : start + len(src.raw_tunes)]
-        start += len(src.raw_tunes)
+    per_source = []
+    for src, part in _per_source(corpus, results):
         local = assign_splits([lid for lid, r in zip(src.local_ids, part) if r.kept], fractions, seed)
         split_of.update({r.tune_id: local[lid] for lid, r in zip(src.local_ids, part) if r.kept})
         per_source.append(part)
@@ -241,18 +239,18 @@ def _assign(corpus: List[_Source], results: List[TuneResult], fractions, seed: i
     return split_of
 
 
-def _source_counts(corpus: List[_Source], results: List[TuneResult], split_of: Dict[str, str]) -> List[dict]:
-    out, start = [], 0
+def _per_source(corpus: List[_Source], results: List[TuneResult]):
+    """``(source, its results)`` pairs: the results are in source order."""
+    start = 0
     for src in corpus:
-        part = results[start : start + len(src.raw_tunes)]
+        yield src, results[start : start + len(src.raw_tunes)]
         start += len(src.raw_tunes)
-        per_split = {s: {"tunes": 0, "measures": 0, "examples": 0} for s in SPLITS}
-        for r in part:
-            if r.kept:
-                entry = per_split[split_of[r.tune_id]]
-                entry["tunes"] += 1
-                entry["measures"] += r.n_measures
-                entry["examples"] += r.n_examples
+
+
+def _source_counts(corpus: List[_Source], results: List[TuneResult], split_of: Dict[str, str]) -> List[dict]:
+    out = []
+    for src, part in _per_source(corpus, results):
+        per_split = _split_entries(part, split_of, with_records=False)
         skipped = collections.Counter(r.skip_reason for r in part if r.skip_reason)
         out.append({"source": src.text, "label": src.label, "files": len(src.files), "raw_tunes": len(part),
                      "kept_tunes": sum(r.kept for r in part), "skipped": dict(sorted(skipped.items())),
@@ -328,16 +326,21 @@ def prepare(
     return summary
 
 
-def _split_entries(results: List[TuneResult], split_of: Dict[str, str]) -> Dict[str, dict]:
-    per_split = {s: {"tunes": 0, "measures": 0, "examples": 0, "records": [], "attrs": []} for s in SPLITS}
+def _split_entries(results: List[TuneResult], split_of: Dict[str, str], with_records: bool = True) -> Dict[str, dict]:
+    """Per split: kept tunes, measures, examples (and, ``with_records``, the records and attribute summaries)."""
+    per_split = {s: {"tunes": 0, "measures": 0, "examples": 0} for s in SPLITS}
+    if with_records:
+        for entry in per_split.values():
+            entry.update(records=[], attrs=[])
     for r in results:
         if r.kept:
             entry = per_split[split_of[r.tune_id]]
             entry["tunes"] += 1
             entry["measures"] += r.n_measures
             entry["examples"] += r.n_examples
-            entry["records"].extend(r.records)
-            entry["attrs"].append(r.attribute_summary)
+            if with_records:
+                entry["records"].extend(r.records)
+                entry["attrs"].append(r.attribute_summary)
     return per_split
 
 
