@@ -17,7 +17,9 @@ Pipeline order and why: shard files -> interleave (reads shards in parallel)
 transpositions -> cache (when the split is small enough to keep in memory)
 -> unbatch -> shuffle (after the cache, so each epoch gets a new order; the
 buffer holds the whole split up to ``_MAX_SHUFFLE_BUFFER`` examples, so the
-order is a uniform permutation of the examples) -> repeat -> batch -> prefetch.
+order is a uniform permutation of the examples; unshuffled splits get one
+fixed permutation, so a batch never holds just the transpositions of a few
+measures) -> repeat -> batch -> prefetch.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ CACHE_LIMIT_BYTES = 512 * 1024 * 1024
 _MAX_SHUFFLE_BUFFER = 300_000
 # Records parsed (and expanded) per vectorised call.
 _PARSE_BATCH = 1024
+# Seed of the one fixed order of unshuffled splits (see _mixed).
+_FIXED_ORDER_SEED = 20261129
 _DTYPES = {"int64": tf.int64, "float": tf.float32, "bytes": tf.string}
 
 
@@ -121,6 +125,35 @@ def _parse_batch(serialized):
     return parsed[TOKENS_KEY], attrs
 
 
+def _examples(files: List[str], parse, *, shuffle_files: bool, seed: int, cache: bool) -> tf.data.Dataset:
+    """Single expanded examples of the shards, in shard order (``parse``: a batch of records -> examples)."""
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle_files and len(files) > 1:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(files), 4),
+        block_length=16,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    ds = ds.batch(_PARSE_BATCH).map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if cache:
+        ds = ds.cache()
+    return ds.unbatch()
+
+
+def _mixed(ds: tf.data.Dataset, n_examples: int, seed: int, reshuffle: bool) -> tf.data.Dataset:
+    """Shuffle with a buffer of the whole split (at most ``_MAX_SHUFFLE_BUFFER``).
+
+    With ``reshuffle=False`` the order is one fixed permutation (seed ``_FIXED_ORDER_SEED``):
+    the transpositions of a measure, adjacent on disk, are spread over the split as the
+    format-1 shards spread them, so unshuffled batches (validation) hold many measures.
+    """
+    buffer = min(max(n_examples, 1), _MAX_SHUFFLE_BUFFER)
+    return ds.shuffle(buffer, seed=seed if reshuffle else _FIXED_ORDER_SEED, reshuffle_each_iteration=reshuffle)
+
+
 def make_dataset(
     data_dir: str,
     split: str,
@@ -136,8 +169,8 @@ def make_dataset(
 
     ``shuffle`` defaults to True for ``train`` only; the order is
     deterministic for a given ``seed`` (shards and examples are reshuffled
-    each epoch, reproducibly).  Without shuffling, examples come in shard
-    order, the same order as :func:`load_arrays`.  ``cache`` defaults to
+    each epoch, reproducibly).  Without shuffling, every epoch has the same
+    fixed order, the order of :func:`load_arrays`.  ``cache`` defaults to
     caching splits below ``CACHE_LIMIT_BYTES``.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -148,23 +181,8 @@ def make_dataset(
     if cache is None:
         cache = sum(os.path.getsize(f) for f in files) <= CACHE_LIMIT_BYTES
 
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle and len(files) > 1 and not cache:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.interleave(
-        tf.data.TFRecordDataset,
-        cycle_length=min(len(files), 4),
-        block_length=16,
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-    ds = ds.batch(_PARSE_BATCH).map(_parse_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if cache:
-        ds = ds.cache()
-    ds = ds.unbatch()
-    if shuffle:
-        buffer = min(max(num_examples(data_dir, split), 1), _MAX_SHUFFLE_BUFFER)
-        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = _examples(files, _parse_batch, shuffle_files=shuffle and not cache, seed=seed, cache=cache)
+    ds = _mixed(ds, num_examples(data_dir, split), seed, reshuffle=shuffle)
     if repeat:
         ds = ds.repeat()
     ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
@@ -172,15 +190,16 @@ def make_dataset(
 
 
 def load_arrays(data_dir: str, split: str) -> Dict[str, np.ndarray]:
-    """A whole split as NumPy arrays, every transposition expanded: records in shard order, each
-    measure's transpositions in ascending order.
+    """A whole split as NumPy arrays, every transposition expanded, in the fixed order of an
+    unshuffled :func:`make_dataset` (shard order, then one seeded permutation).
 
     Keys: ``tokens`` (N, 24) int32, ``attributes`` (N, 4) float32,
     ``tune_id`` (N,) str, ``measure_index`` (N,) int64, ``transposition`` (N,) int64.
     """
     files = shard_files(data_dir, split)
-    ds = tf.data.TFRecordDataset(files).batch(8192).map(
-        lambda s: expand_measures(tf.io.parse_example(s, FEATURE_SPEC)))
+    ds = _examples(files, lambda s: expand_measures(tf.io.parse_example(s, FEATURE_SPEC)), shuffle_files=False,
+                   seed=0, cache=False)
+    ds = _mixed(ds, num_examples(data_dir, split), 0, reshuffle=False).batch(8192)
     parts: Dict[str, list] = {k: [] for k in FEATURE_SPEC if k != NUM_TRANSPOSITIONS_KEY}
     for batch in ds.as_numpy_iterator():
         for key, value in batch.items():

@@ -32,6 +32,15 @@ def test_batches_have_the_contract_dtypes_and_shapes(prepared_small):
     np.testing.assert_allclose(attrs.numpy(), attributes.compute_all(tokens.numpy()), atol=1e-6)
 
 
+def test_unshuffled_batches_mix_many_measures(prepared_small):
+    """The fixed order of an unshuffled split spreads a measure's transpositions (adjacent on disk)."""
+    arrays = loader.load_arrays(str(prepared_small), "validation")
+    keys = list(zip(arrays["tune_id"], arrays["measure_index"].tolist()))
+    first = keys[:64]
+    assert len(set(first)) > 40  # 64 examples from > 40 measures, not ~13 measures x 5 shifts
+    assert sum(a == b for a, b in zip(keys, keys[1:])) < 0.05 * len(keys)
+
+
 def test_one_epoch_reads_every_example_once(prepared_small):
     arrays = loader.load_arrays(str(prepared_small), "validation")
     assert len(arrays["tokens"]) == loader.num_examples(str(prepared_small), "validation")
@@ -123,8 +132,12 @@ def test_format_1_folders_are_read_as_one_example_per_record(prepared_small, tmp
     (old / "summary.json").write_text(json.dumps(summary))
     assert prepare.is_prepared_dir(str(old))
     again = loader.load_arrays(str(old), "test")
-    for key in ("tokens", "attributes", "tune_id", "measure_index", "transposition"):
-        np.testing.assert_array_equal(again[key], arrays[key])
+
+    def labelled(a):
+        return sorted(zip(a["tune_id"], a["measure_index"].tolist(), a["transposition"].tolist(),
+                          map(bytes, a["tokens"].astype(np.uint8)), map(bytes, a["attributes"])))
+
+    assert labelled(again) == labelled(arrays)
     tokens, _ = _collect(loader.make_dataset(str(old), "test", 64))
     assert _rows(tokens) == _rows(arrays["tokens"])
 
