@@ -28,16 +28,24 @@ def _peak_rss_mib(who) -> float:
     return resource.getrusage(who).ru_maxrss / 1024.0  # ru_maxrss is in KiB on Linux
 
 
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def bench_library(source: str, max_shift: int, jobs) -> dict:
     from music_attr_vae.data import prepare
 
     with tempfile.TemporaryDirectory() as tmp:
+        cpu0 = _cpu_seconds()
         start = time.perf_counter()
         summary = prepare.prepare(source, os.path.join(tmp, "out"), max_shift=max_shift, jobs=jobs, progress=False)
         wall = time.perf_counter() - start
+        cpu = _cpu_seconds() - cpu0
         size = sum(os.path.getsize(os.path.join(tmp, "out", f)) for f in os.listdir(os.path.join(tmp, "out")))
     totals = summary["totals"]
-    print(f"library prepare(max_shift={max_shift}, jobs={jobs}): {wall:.2f} s wall")
+    # CPU seconds (this process + its reaped workers) vary far less than wall time on a shared machine.
+    print(f"library prepare(max_shift={max_shift}, jobs={jobs}): {wall:.2f} s wall, {cpu:.2f} s CPU")
     print(f"  {totals['raw_tunes']} raw tunes -> {totals['kept_tunes']} kept, {totals['measures']} measures, "
           f"{totals['examples']} examples, {size / 2**20:.1f} MiB written")
     print(f"  {totals['raw_tunes'] / wall:.0f} tunes/s, {totals['examples'] / wall:.0f} examples/s")
@@ -50,6 +58,7 @@ def bench_library(source: str, max_shift: int, jobs) -> dict:
 
 def bench_cli(source: str, max_shift: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
+        cpu0 = _cpu_seconds()
         cmd = [sys.executable, "-m", "music_attr_vae", "prepare", f"--source={source}",
                f"--output_dir={os.path.join(tmp, 'out')}", f"--max_shift={max_shift}", "--noprogress"]
         start = time.perf_counter()
@@ -57,21 +66,23 @@ def bench_cli(source: str, max_shift: int) -> None:
         wall = time.perf_counter() - start
     if done.returncode:
         raise SystemExit(f"CLI failed:\n{done.stderr}")
-    print(f"CLI `music-attr-vae prepare --max_shift={max_shift}` end to end: {wall:.2f} s wall "
+    print(f"CLI `music-attr-vae prepare --max_shift={max_shift}` end to end: {wall:.2f} s wall, "
+          f"{_cpu_seconds() - cpu0:.2f} s CPU "
           f"(peak RSS of the children so far {_peak_rss_mib(resource.RUSAGE_CHILDREN):.0f} MiB)")
 
 
 def compare_writers(source: str, max_shift: int) -> None:
     """Own framing vs TFRecordWriter on the same serialized examples."""
-    from music_attr_vae.data import prepare, sources
+    from music_attr_vae.data import pipeline, sources, splits, writer
 
     raw = sources.read_raw_tunes(sources.resolve_source(source))
-    results = prepare.run_pipeline(raw, prepare.tune_ids(raw), max_shift, serialize=False, progress=False)
-    payloads = [p for r in results if r.kept for p in prepare.serialize_examples(r.tune_id, r.examples)]
+    results = pipeline.run_pipeline(raw, splits.tune_ids(raw), max_shift, serialize=False, progress=False)
+    payloads = [p for r in results if r.kept for p in writer.serialize_measures(
+        r.tune_id, r.measures.tokens, r.measures.attributes, r.measures.measure_index, r.shifts[0], len(r.shifts))]
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         with open(os.path.join(tmp, "own.tfrecord"), "wb") as f:
-            f.write(b"".join(prepare.frame_records(payloads)))
+            f.write(b"".join(writer.frame_records(payloads)))
         own = time.perf_counter() - start
         code = (
             "import sys, time, pickle; t = time.perf_counter(); import tensorflow as tf; t1 = time.perf_counter();"

@@ -1,10 +1,13 @@
 """TFDS builder ``folk_measures``: single 4/4 folk-melody measures on a 24-tick grid.
 
-The same examples as ``music-attr-vae prepare`` (tokens, the four attributes,
-tune id, bar index, transposition), built by the same per-tune pipeline
-(``music_attr_vae.data.prepare``): nothing here re-implements parsing,
-transposition or splitting, so a TFDS build and a ``prepare`` run with the
-same parameters hold the same examples in the same splits.
+The same records as ``music-attr-vae prepare``: one per measure (tokens in the
+lowest allowed key, the four attributes, tune id, bar index, lowest
+transposition and the number of allowed transpositions), with the feature
+layout of ``music_attr_vae.data.schema``, built by the same per-tune pipeline
+and split rule: nothing here re-implements parsing, transposition or
+splitting, so a TFDS build and a ``prepare`` run with the same parameters hold
+the same measures in the same splits.  ``music_attr_vae.data.loader.expand_measures``
+turns a batch of them into every transposition.
 
 Configs:
 
@@ -31,7 +34,7 @@ from typing import Tuple
 import numpy as np
 import tensorflow_datasets as tfds
 
-from music_attr_vae.data import attributes, measures, prepare
+from music_attr_vae.data import attributes, measures, pipeline, schema, splits
 
 
 @dataclasses.dataclass(eq=False)
@@ -41,14 +44,17 @@ class FolkMeasuresConfig(tfds.core.BuilderConfig):
     source: str = "local"  # 'local' (manual_dir) or 'folk_rnn' (download)
     max_shift: int = 12
     seed: int = 0
-    split_fractions: Tuple[float, float, float] = prepare.DEFAULT_SPLIT_FRACTIONS
+    split_fractions: Tuple[float, float, float] = schema.DEFAULT_SPLIT_FRACTIONS
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
     """Single measures of folk tunes, every valid transposition, split by tune."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release: 24-tick measures, four attributes, split by tune."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release: 24-tick measures, four attributes, split by tune.",
+        "2.0.0": "One example per measure with its range of transpositions (num_transpositions).",
+    }
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "For the `local` config, put ABC (.abc) and/or MIDI (.mid, .midi) files in manual_dir "
         "(subdirectories are read too), e.g. the Nottingham Music Database tune books."
@@ -60,18 +66,18 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     DEFAULT_CONFIG_NAME = "local"
 
     def _info(self) -> tfds.core.DatasetInfo:
+        kinds = {"int64": np.int64, "float": np.float32}
         features = {
-            prepare.TOKENS_KEY: tfds.features.Tensor(shape=(measures.TICKS_PER_MEASURE,), dtype=np.int64),
-            **{name: tfds.features.Scalar(dtype=np.float32) for name in attributes.ATTRIBUTE_NAMES},
-            prepare.TUNE_ID_KEY: tfds.features.Text(),
-            prepare.MEASURE_INDEX_KEY: tfds.features.Scalar(dtype=np.int64),
-            prepare.TRANSPOSITION_KEY: tfds.features.Scalar(dtype=np.int64),
+            key: tfds.features.Text() if kind == "bytes" else
+            tfds.features.Tensor(shape=shape, dtype=kinds[kind]) if shape else tfds.features.Scalar(dtype=kinds[kind])
+            for key, (kind, shape) in schema.FEATURES.items()
         }
         return self.dataset_info_from_configs(
             description=(
                 "Single 4/4 measures of monophonic folk melodies as 24 tokens (MIDI 55-84 onsets, REST, "
-                "HOLD), with rhythmic complexity, pitch range, note density and contour, every "
-                f"transposition within +-{self.builder_config.max_shift} semitones that fits the range."
+                "HOLD), with rhythmic complexity, pitch range, note density and contour, stored in the lowest key "
+                f"of the transpositions within +-{self.builder_config.max_shift} semitones that fit the range "
+                "(num_transpositions of them, one semitone apart)."
             ),
             features=tfds.features.FeaturesDict(features),
             homepage="https://github.com/IraKorshunova/folk-rnn",
@@ -96,27 +102,27 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
         config = self.builder_config
         raw_tunes = sources.read_raw_tunes(self._source_files(dl_manager))
-        results = prepare.run_pipeline(
-            raw_tunes, prepare.tune_ids(raw_tunes), config.max_shift, serialize=False, progress=False
+        results = pipeline.run_pipeline(
+            raw_tunes, splits.tune_ids(raw_tunes), config.max_shift, serialize=False, progress=False
         )
         kept = [r for r in results if r.kept]
-        split_of = prepare.assign_splits([r.tune_id for r in kept], config.split_fractions, config.seed)
+        split_of = splits.assign_splits([r.tune_id for r in kept], config.split_fractions, config.seed)
         return {
             split: self._generate_examples([r for r in kept if split_of[r.tune_id] == split])
-            for split in prepare.SPLITS
+            for split in schema.SPLITS
         }
 
     def _generate_examples(self, results):
         for result in results:
-            ex = result.examples
-            for i in range(len(ex)):
-                key = f"{result.tune_id}/{int(ex.measure_index[i])}/{int(ex.transposition[i]):+d}"
+            m = result.measures
+            for i in range(len(m)):
                 record = {
-                    prepare.TOKENS_KEY: ex.tokens[i].astype(np.int64),
-                    prepare.TUNE_ID_KEY: result.tune_id,
-                    prepare.MEASURE_INDEX_KEY: int(ex.measure_index[i]),
-                    prepare.TRANSPOSITION_KEY: int(ex.transposition[i]),
+                    schema.TOKENS_KEY: m.tokens[i].astype(np.int64),
+                    schema.TUNE_ID_KEY: result.tune_id,
+                    schema.MEASURE_INDEX_KEY: int(m.measure_index[i]),
+                    schema.TRANSPOSITION_KEY: int(m.shifts[0]),
+                    schema.NUM_TRANSPOSITIONS_KEY: len(m.shifts),
                 }
                 for j, name in enumerate(attributes.ATTRIBUTE_NAMES):
-                    record[name] = float(ex.attributes[i, j])
-                yield key, record
+                    record[name] = float(m.attributes[i, j])
+                yield f"{result.tune_id}/{int(m.measure_index[i])}", record

@@ -3,6 +3,7 @@
 Example::
 
     music-attr-vae prepare --source=/data/nottingham --output_dir=/tmp/folk
+    music-attr-vae prepare --source=/data/nottingham,/data/oneills1850 --output_dir=/tmp/folk2
 
 Writes ``{train,validation,test}.tfrecord-NNNNN-of-MMMMM`` and ``summary.json``
 into ``--output_dir`` and prints the counts (kept tunes, measures and examples
@@ -18,7 +19,8 @@ import time
 from absl import flags
 
 _SOURCE = flags.DEFINE_string(
-    "source", None, "An ABC or MIDI file, a directory, a glob, or 'folk_rnn' (downloaded into --cache_dir)."
+    "source", None, "An ABC or MIDI file, a directory, a glob, or 'folk_rnn' (downloaded into --cache_dir); "
+    "several joined by commas (each split alone; a tune already kept from an earlier one is a duplicate_tune)."
 )
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Directory to write the shards and summary.json into.")
 _MAX_SHIFT = flags.DEFINE_integer(

@@ -5,11 +5,21 @@ from :func:`make_dataset`; the attribute columns follow
 ``attributes.ATTRIBUTE_NAMES``.  Evaluation wants whole splits with their
 labels (tune, bar, transposition) and uses :func:`load_arrays`.
 
+A record is one measure with the range of its allowed transpositions
+(:mod:`.schema`); :func:`expand_measures` turns a parsed batch of records into
+every (measure, shift) example, so a split yields exactly the examples that a
+copy of every transposition on disk would (``summary.json``'s ``examples``
+count), with 12x less to read.  Records of format 1 (one per transposition)
+have no ``num_transpositions`` and are read as one example each.
+
 Pipeline order and why: shard files -> interleave (reads shards in parallel)
--> cache (serialized records, when the split is small enough to keep in
-memory) -> shuffle (after the cache, so each epoch gets a new order) ->
-repeat -> batch -> parse (vectorised ``parse_example`` on whole batches is
-much cheaper than parsing records one by one) -> prefetch.
+-> batch of records -> parse (vectorised ``parse_example``) and expand the
+transpositions -> cache (when the split is small enough to keep in memory)
+-> unbatch -> shuffle (after the cache, so each epoch gets a new order; the
+buffer holds the whole split up to ``_MAX_SHUFFLE_BUFFER`` examples, so the
+order is a uniform permutation of the examples; unshuffled splits get one
+fixed permutation, so a batch never holds just the transpositions of a few
+measures) -> repeat -> batch -> prefetch.
 """
 
 from __future__ import annotations
@@ -23,8 +33,10 @@ import numpy as np
 import tensorflow as tf
 
 from music_attr_vae.data import attributes, measures
-from music_attr_vae.data.prepare import (
+from music_attr_vae.data.schema import (
+    FEATURES,
     MEASURE_INDEX_KEY,
+    NUM_TRANSPOSITIONS_KEY,
     SPLITS,
     SUMMARY_FILE,
     TOKENS_KEY,
@@ -35,16 +47,40 @@ from music_attr_vae.data.prepare import (
 # Splits whose shards together are smaller than this are cached in memory.
 CACHE_LIMIT_BYTES = 512 * 1024 * 1024
 _MAX_SHUFFLE_BUFFER = 300_000
+# Records parsed (and expanded) per vectorised call.
+_PARSE_BATCH = 1024
+# Seed of the one fixed order of unshuffled splits (see _mixed).
+_FIXED_ORDER_SEED = 20261129
+_DTYPES = {"int64": tf.int64, "float": tf.float32, "bytes": tf.string}
 
-FEATURE_SPEC = {
-    TOKENS_KEY: tf.io.FixedLenFeature([measures.TICKS_PER_MEASURE], tf.int64),
-    **{name: tf.io.FixedLenFeature([], tf.float32) for name in attributes.ATTRIBUTE_NAMES},
-    TUNE_ID_KEY: tf.io.FixedLenFeature([], tf.string),
-    MEASURE_INDEX_KEY: tf.io.FixedLenFeature([], tf.int64),
-    TRANSPOSITION_KEY: tf.io.FixedLenFeature([], tf.int64),
-}
+
+def _feature(key: str) -> tf.io.FixedLenFeature:
+    kind, shape = FEATURES[key]
+    default = 1 if key == NUM_TRANSPOSITIONS_KEY else None  # format 1: one record per transposition
+    return tf.io.FixedLenFeature(list(shape), _DTYPES[kind], default_value=default)
+
+
+FEATURE_SPEC = {key: _feature(key) for key in FEATURES}
 # The training pipeline parses only what it uses.
-_TRAIN_SPEC = {k: FEATURE_SPEC[k] for k in (TOKENS_KEY, *attributes.ATTRIBUTE_NAMES)}
+_TRAIN_SPEC = {k: FEATURE_SPEC[k] for k in (TOKENS_KEY, *attributes.ATTRIBUTE_NAMES, NUM_TRANSPOSITIONS_KEY)}
+
+
+def expand_measures(parsed: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """Parsed records (a batch) -> every allowed transposition of each measure, in record then shift order.
+
+    Example k of a record is its tokens with every pitch token raised by k and
+    ``transposition`` + k; the other features are repeated.
+    ``num_transpositions`` is dropped from the output.
+    """
+    counts = tf.cast(parsed[NUM_TRANSPOSITIONS_KEY], tf.int32)
+    rows = tf.repeat(tf.range(tf.size(counts)), counts)
+    offsets = tf.range(tf.size(rows)) - tf.gather(tf.cumsum(counts, exclusive=True), rows)
+    out = {key: tf.gather(value, rows) for key, value in parsed.items() if key != NUM_TRANSPOSITIONS_KEY}
+    tokens = tf.cast(out[TOKENS_KEY], tf.int32)
+    out[TOKENS_KEY] = tf.where(tokens < measures.NUM_PITCHES, tokens + offsets[:, None], tokens)
+    if TRANSPOSITION_KEY in out:
+        out[TRANSPOSITION_KEY] += tf.cast(offsets, tf.int64)
+    return out
 
 
 def _check_split(split: str) -> str:
@@ -84,10 +120,38 @@ def num_examples(data_dir: str, split: str) -> int:
 
 
 def _parse_batch(serialized):
-    parsed = tf.io.parse_example(serialized, _TRAIN_SPEC)
-    tokens = tf.cast(parsed[TOKENS_KEY], tf.int32)
+    parsed = expand_measures(tf.io.parse_example(serialized, _TRAIN_SPEC))
     attrs = tf.stack([parsed[name] for name in attributes.ATTRIBUTE_NAMES], axis=-1)
-    return tokens, attrs
+    return parsed[TOKENS_KEY], attrs
+
+
+def _examples(files: List[str], parse, *, shuffle_files: bool, seed: int, cache: bool) -> tf.data.Dataset:
+    """Single expanded examples of the shards, in shard order (``parse``: a batch of records -> examples)."""
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle_files and len(files) > 1:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(files), 4),
+        block_length=16,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    ds = ds.batch(_PARSE_BATCH).map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if cache:
+        ds = ds.cache()
+    return ds.unbatch()
+
+
+def _mixed(ds: tf.data.Dataset, n_examples: int, seed: int, reshuffle: bool) -> tf.data.Dataset:
+    """Shuffle with a buffer of the whole split (at most ``_MAX_SHUFFLE_BUFFER``).
+
+    With ``reshuffle=False`` the order is one fixed permutation (seed ``_FIXED_ORDER_SEED``):
+    the transpositions of a measure, adjacent on disk, are spread over the split as the
+    format-1 shards spread them, so unshuffled batches (validation) hold many measures.
+    """
+    buffer = min(max(n_examples, 1), _MAX_SHUFFLE_BUFFER)
+    return ds.shuffle(buffer, seed=seed if reshuffle else _FIXED_ORDER_SEED, reshuffle_each_iteration=reshuffle)
 
 
 def make_dataset(
@@ -105,8 +169,8 @@ def make_dataset(
 
     ``shuffle`` defaults to True for ``train`` only; the order is
     deterministic for a given ``seed`` (shards and examples are reshuffled
-    each epoch, reproducibly).  Without shuffling, examples come in shard
-    order, the same order as :func:`load_arrays`.  ``cache`` defaults to
+    each epoch, reproducibly).  Without shuffling, every epoch has the same
+    fixed order, the order of :func:`load_arrays`.  ``cache`` defaults to
     caching splits below ``CACHE_LIMIT_BYTES``.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -117,37 +181,26 @@ def make_dataset(
     if cache is None:
         cache = sum(os.path.getsize(f) for f in files) <= CACHE_LIMIT_BYTES
 
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle and len(files) > 1 and not cache:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.interleave(
-        tf.data.TFRecordDataset,
-        cycle_length=min(len(files), 4),
-        block_length=16,
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-    if cache:
-        ds = ds.cache()
-    if shuffle:
-        buffer = min(max(num_examples(data_dir, split), 1), _MAX_SHUFFLE_BUFFER)
-        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = _examples(files, _parse_batch, shuffle_files=shuffle and not cache, seed=seed, cache=cache)
+    ds = _mixed(ds, num_examples(data_dir, split), seed, reshuffle=shuffle)
     if repeat:
         ds = ds.repeat()
     ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
-    ds = ds.map(_parse_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def load_arrays(data_dir: str, split: str) -> Dict[str, np.ndarray]:
-    """A whole split as NumPy arrays, in shard order.
+    """A whole split as NumPy arrays, every transposition expanded, in the fixed order of an
+    unshuffled :func:`make_dataset` (shard order, then one seeded permutation).
 
     Keys: ``tokens`` (N, 24) int32, ``attributes`` (N, 4) float32,
     ``tune_id`` (N,) str, ``measure_index`` (N,) int64, ``transposition`` (N,) int64.
     """
     files = shard_files(data_dir, split)
-    ds = tf.data.TFRecordDataset(files).batch(8192).map(lambda s: tf.io.parse_example(s, FEATURE_SPEC))
-    parts: Dict[str, list] = {k: [] for k in FEATURE_SPEC}
+    ds = _examples(files, lambda s: expand_measures(tf.io.parse_example(s, FEATURE_SPEC)), shuffle_files=False,
+                   seed=0, cache=False)
+    ds = _mixed(ds, num_examples(data_dir, split), 0, reshuffle=False).batch(8192)
+    parts: Dict[str, list] = {k: [] for k in FEATURE_SPEC if k != NUM_TRANSPOSITIONS_KEY}
     for batch in ds.as_numpy_iterator():
         for key, value in batch.items():
             parts[key].append(value)

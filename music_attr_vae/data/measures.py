@@ -27,6 +27,7 @@ that preparing all transpositions of a tune costs one pass over its notes.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
 from typing import Dict, List, Optional, Sequence
@@ -99,17 +100,27 @@ class GridResult:
     dropped: collections.Counter  # reason -> number of measures dropped
 
 
+# The same boundaries as a Python list: per-note lookups with bisect avoid a NumPy call per note
+# (these two helpers ran ~100,000 times per corpus and were a third of prepare's time).
+_TICK_LIST = TICK_STARTS.tolist()
+
+
 def _tick_of(offset: float) -> Optional[int]:
     """Tick index of an onset ``offset`` beats into the measure, or None if off the grid."""
-    idx = int(np.searchsorted(TICK_STARTS, offset - _EPS))
-    if idx < TICKS_PER_MEASURE and abs(TICK_STARTS[idx] - offset) < _EPS:
+    idx = bisect.bisect_left(_TICK_LIST, offset - _EPS)
+    if idx < TICKS_PER_MEASURE and abs(_TICK_LIST[idx] - offset) < _EPS:
         return idx
     return None
 
 
 def _nearest_boundary(offset: float) -> int:
-    """Index (0..24) of the tick boundary nearest to ``offset`` beats (for note ends)."""
-    return int(np.argmin(np.abs(TICK_STARTS - offset)))
+    """Index (0..24) of the tick boundary nearest to ``offset`` beats (for note ends); the lower one on a tie."""
+    idx = bisect.bisect_left(_TICK_LIST, offset)
+    if idx == 0:
+        return 0
+    if idx == len(_TICK_LIST):
+        return idx - 1
+    return idx - 1 if offset - _TICK_LIST[idx - 1] <= _TICK_LIST[idx] - offset else idx
 
 
 def _meter_segments(sequence: music_pb2.NoteSequence, total_beats: float, beat_sec: float):
@@ -164,7 +175,7 @@ def sequence_to_grids(sequence: music_pb2.NoteSequence) -> GridResult:
     for i in range(len(mono) - 1):
         mono[i][1] = min(mono[i][1], mono[i + 1][0])
     total_beats = max(end for _, end, _ in mono)
-    starts = np.array([n[0] for n in mono])
+    starts = [n[0] for n in mono]
 
     grids, indices = [], []
     bar_index = 0
@@ -190,12 +201,12 @@ def sequence_to_grids(sequence: music_pb2.NoteSequence) -> GridResult:
     return GridResult(np.zeros((0, TICKS_PER_MEASURE), np.int16), np.zeros((0,), np.int32), dropped)
 
 
-def _measure_grid(mono, starts: np.ndarray, m0: float, m1: float):
+def _measure_grid(mono, starts: List[float], m0: float, m1: float):
     """One measure's grid, or the name of the reason it is dropped."""
     grid = np.full(TICKS_PER_MEASURE, HOLD_MARK, np.int16)
     sounding = np.zeros(TICKS_PER_MEASURE, bool)
-    lo = max(int(np.searchsorted(starts, m0 - _EPS)) - 1, 0)
-    hi = int(np.searchsorted(starts, m1 - _EPS))
+    lo = max(bisect.bisect_left(starts, m0 - _EPS) - 1, 0)
+    hi = bisect.bisect_left(starts, m1 - _EPS)
     any_note = False
     for start, end, pitch in mono[lo:hi]:
         if end <= m0 + _EPS or start >= m1 - _EPS:

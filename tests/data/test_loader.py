@@ -32,6 +32,15 @@ def test_batches_have_the_contract_dtypes_and_shapes(prepared_small):
     np.testing.assert_allclose(attrs.numpy(), attributes.compute_all(tokens.numpy()), atol=1e-6)
 
 
+def test_unshuffled_batches_mix_many_measures(prepared_small):
+    """The fixed order of an unshuffled split spreads a measure's transpositions (adjacent on disk)."""
+    arrays = loader.load_arrays(str(prepared_small), "validation")
+    keys = list(zip(arrays["tune_id"], arrays["measure_index"].tolist()))
+    first = keys[:64]
+    assert len(set(first)) > 40  # 64 examples from > 40 measures, not ~13 measures x 5 shifts
+    assert sum(a == b for a, b in zip(keys, keys[1:])) < 0.05 * len(keys)
+
+
 def test_one_epoch_reads_every_example_once(prepared_small):
     arrays = loader.load_arrays(str(prepared_small), "validation")
     assert len(arrays["tokens"]) == loader.num_examples(str(prepared_small), "validation")
@@ -96,3 +105,59 @@ def test_clear_errors_name_the_path(prepared_small, tmp_path):
     with pytest.raises(FileNotFoundError, match=rf"no shards for split 'test' in {partial}"):
         loader.load_arrays(str(partial), "test")
     assert len(loader.load_arrays(str(partial), "validation")["tokens"]) > 0
+
+
+def test_format_1_folders_are_read_as_one_example_per_record(prepared_small, tmp_path):
+    """Shards written one record per transposition (format 1, no num_transpositions) still load."""
+    import json
+
+    from music_attr_vae.data import prepare
+
+    arrays = loader.load_arrays(str(prepared_small), "test")
+    old = tmp_path / "v1"
+    old.mkdir()
+    with tf.io.TFRecordWriter(str(old / "test.tfrecord-00000-of-00001")) as writer:
+        for i in range(len(arrays["tokens"])):
+            feature = {
+                "tokens": tf.train.Feature(int64_list=tf.train.Int64List(value=arrays["tokens"][i].tolist())),
+                "tune_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[arrays["tune_id"][i].encode()])),
+                "measure_index": tf.train.Feature(int64_list=tf.train.Int64List(value=[arrays["measure_index"][i]])),
+                "transposition": tf.train.Feature(int64_list=tf.train.Int64List(value=[arrays["transposition"][i]])),
+                **{name: tf.train.Feature(float_list=tf.train.FloatList(value=[arrays["attributes"][i, j]]))
+                   for j, name in enumerate(attributes.ATTRIBUTE_NAMES)},
+            }
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    summary = {"format_version": 1, "splits": {s: {"examples": 0, "shards": []} for s in prepare.SPLITS}}
+    summary["splits"]["test"] = {"examples": len(arrays["tokens"]), "shards": ["test.tfrecord-00000-of-00001"]}
+    (old / "summary.json").write_text(json.dumps(summary))
+    assert prepare.is_prepared_dir(str(old))
+    again = loader.load_arrays(str(old), "test")
+
+    def labelled(a):
+        return sorted(zip(a["tune_id"], a["measure_index"].tolist(), a["transposition"].tolist(),
+                          map(bytes, a["tokens"].astype(np.uint8)), map(bytes, a["attributes"])))
+
+    assert labelled(again) == labelled(arrays)
+    tokens, _ = _collect(loader.make_dataset(str(old), "test", 64))
+    assert _rows(tokens) == _rows(arrays["tokens"])
+
+
+def test_train_resolves_a_list_of_sources_once(small_abc_dir, nottingham_dir, tmp_path):
+    """`train --source=A,B` prepares both into DIR/data and reuses it when resuming with the same list."""
+    from music_attr_vae import training
+    from music_attr_vae.configs_loader import load_config
+
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(nottingham_dir / "reelsa-c.abc", other / "reelsa-c.abc")
+    config = load_config("quick")
+    source = f"{small_abc_dir},{other}"
+    (tmp_path / "run").mkdir()  # train() makes the workdir before it resolves the data
+    data_dir, summary = training.resolve_data(config, str(tmp_path / "run"), source, progress=False)
+    assert data_dir == str(tmp_path / "run" / "data")
+    assert [e["label"] for e in summary["per_source"]] == [small_abc_dir.name, "other"]
+    assert all(e["kept_tunes"] > 0 for e in summary["per_source"])
+    again, _ = training.resolve_data(config, str(tmp_path / "run"), source, progress=False)
+    assert again == data_dir
+    with pytest.raises(ValueError, match="was prepared from --source"):
+        training.resolve_data(config, str(tmp_path / "run"), str(small_abc_dir), progress=False)

@@ -14,18 +14,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from music_attr_vae.data import attributes, loader, measures, prepare
+from music_attr_vae.data import attributes, loader, measures, pipeline, prepare, schema, splits, writer
 from music_attr_vae.data.measures import HOLD_MARK, REST_MARK
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _tf_example(tokens, attrs, tune_id, measure_index, transposition) -> bytes:
+def _tf_example(tokens, attrs, tune_id, measure_index, transposition, num_transpositions) -> bytes:
     feature = {
         "tokens": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(t) for t in tokens])),
         "tune_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[tune_id.encode()])),
         "measure_index": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(measure_index)])),
         "transposition": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(transposition)])),
+        "num_transpositions": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(num_transpositions)])),
     }
     for j, name in enumerate(attributes.ATTRIBUTE_NAMES):
         feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(attrs[j])]))
@@ -33,44 +34,46 @@ def _tf_example(tokens, attrs, tune_id, measure_index, transposition) -> bytes:
     return example.SerializeToString(deterministic=True)
 
 
-def _random_examples(n=64, seed=0):
+def _random_measures(n=64, seed=0):
     rng = np.random.default_rng(seed)
     tokens = rng.integers(0, measures.VOCAB_SIZE, (n, 24)).astype(np.int32)
-    return prepare.TuneExamples(
-        tokens=tokens,
-        attributes=attributes.compute_all(tokens),
-        measure_index=rng.integers(0, 300, n),  # 1- and 2-byte varints
-        transposition=rng.integers(-12, 13, n),  # negative ones take 10 bytes
-    )
+    return tokens, attributes.compute_all(tokens), rng.integers(0, 300, n)  # 1- and 2-byte varints
 
 
 # ------------------------------------------------------------------ wire format
 
 
-def test_hand_serialized_examples_equal_tensorflow_serialization():
-    ex = _random_examples()
+@pytest.mark.parametrize("transposition,count", [(-12, 25), (3, 1), (0, 130)])  # negative shifts take 10 bytes
+def test_hand_serialized_records_equal_tensorflow_serialization(transposition, count):
+    tokens, values, bars = _random_measures()
     tune_id = "reels/é.abc#7"
-    ours = prepare.serialize_examples(tune_id, ex)
+    ours = writer.serialize_measures(tune_id, tokens, values, bars, transposition, count)
+    assert len(ours) == len(tokens)
     for i, record in enumerate(ours):
-        expected = _tf_example(ex.tokens[i], ex.attributes[i], tune_id, ex.measure_index[i], ex.transposition[i])
-        assert record == expected, i
+        assert record == _tf_example(tokens[i], values[i], tune_id, bars[i], transposition, count), i
 
 
 def test_crc32c_check_value_and_empty_input():
     # The standard CRC-32C check value of "123456789".
-    assert int(prepare.crc32c([b"123456789", b""])[0]) == 0xE3069283
-    assert int(prepare.crc32c([b""])[0]) == 0
-    assert prepare.frame_records([]) == []
+    assert int(writer.crc32c([b"123456789", b""])[0]) == 0xE3069283
+    assert int(writer.crc32c([b""])[0]) == 0
+    assert writer.frame_records([]) == []
 
 
 def test_framed_records_equal_tfrecordwriter_output(tmp_path):
-    records = prepare.serialize_examples("t#0", _random_examples(200, seed=1)) + [b"", b"x" * 1000]
+    tokens, values, bars = _random_measures(200, seed=1)
+    records = writer.serialize_measures("t#0", tokens, values, bars, -2, 5) + [b"", b"x" * 1000]
     path = str(tmp_path / "ref.tfrecord")
-    with tf.io.TFRecordWriter(path) as writer:
+    with tf.io.TFRecordWriter(path) as tf_writer:
         for r in records:
-            writer.write(r)
+            tf_writer.write(r)
     with open(path, "rb") as f:
-        assert f.read() == b"".join(prepare.frame_records(records))
+        assert f.read() == b"".join(writer.frame_records(records))
+
+
+def test_summary_features_list_the_schema_and_loader_parses_it():
+    assert set(schema.describe_features()) == set(schema.FEATURES) == set(loader.FEATURE_SPEC)
+    assert schema.describe_features()["tokens"] == "int64[24]"
 
 
 # ------------------------------------------------------------------ transpositions
@@ -83,30 +86,55 @@ def _grid(events):
     return g
 
 
-def test_examples_cover_every_measure_times_every_valid_shift():
+def test_measures_are_stored_once_and_expand_to_every_valid_shift():
     grids = np.stack([_grid({0: 60, 12: 64}), _grid({0: REST_MARK, 6: 72})])
-    grids_out, idx, shifts, n_out = prepare.select_measures(grids, np.array([0, 3]), max_shift=12)
+    grids_out, idx, shifts, n_out = pipeline.select_measures(grids, np.array([0, 3]), max_shift=12)
     assert n_out == 0 and shifts == list(range(-5, 13))
-    ex = prepare.tune_examples(grids_out, idx, shifts)
+    stored = pipeline.tune_measures(grids_out, idx, shifts)
+    assert len(stored) == 2 and stored.shifts == tuple(range(-5, 13))
+    assert stored.tokens[0, 0] == 60 - 5 - measures.MIN_PITCH  # the lowest allowed key
+    ex = stored.expand()
     assert len(ex) == 2 * 18
     # Ordered by measure, then shift.
     assert ex.measure_index.tolist() == [0] * 18 + [3] * 18
     assert ex.transposition.tolist() == shifts * 2
     assert ex.tokens[0, 0] == 60 - 5 - measures.MIN_PITCH and ex.tokens[17, 0] == 60 + 12 - measures.MIN_PITCH
+    for i, s in enumerate(ex.transposition):  # each example is grids_to_tokens of its shift
+        np.testing.assert_array_equal(ex.tokens[i], measures.grids_to_tokens(grids_out[i // 18], int(s)))
+    # The attributes are transposition invariant, so storing them once loses nothing.
     np.testing.assert_allclose(ex.attributes, attributes.compute_all(ex.tokens))
     # max_shift=0 keeps the originals only.
-    assert prepare.select_measures(grids, np.array([0, 3]), max_shift=0)[2] == [0]
+    assert pipeline.select_measures(grids, np.array([0, 3]), max_shift=0)[2] == [0]
+
+
+def test_tf_expansion_equals_numpy_expansion_on_real_tunes(nottingham_dir):
+    """loader.expand_measures (the tf.data map) gives the examples TuneMeasures.expand enumerates."""
+    from music_attr_vae.data import sources
+
+    raw = sources.read_raw_tunes(sources.resolve_source(str(nottingham_dir / "reelsu-z.abc")))[:12]
+    results = [r for r in pipeline.run_pipeline(raw, splits.tune_ids(raw), 12, serialize=False, progress=False) if r.kept]
+    assert len(results) >= 8
+    records = [rec for r in results for rec in writer.serialize_measures(
+        r.tune_id, r.measures.tokens, r.measures.attributes, r.measures.measure_index, r.shifts[0], len(r.shifts))]
+    got = loader.expand_measures(tf.io.parse_example(tf.constant(records), loader.FEATURE_SPEC))
+    want = [r.examples for r in results]
+    np.testing.assert_array_equal(got["tokens"].numpy(), np.concatenate([w.tokens for w in want]))
+    np.testing.assert_array_equal(got["transposition"].numpy(), np.concatenate([w.transposition for w in want]))
+    np.testing.assert_array_equal(got["measure_index"].numpy(), np.concatenate([w.measure_index for w in want]))
+    attrs = np.stack([got[n].numpy() for n in attributes.ATTRIBUTE_NAMES], -1)
+    np.testing.assert_allclose(attrs, attributes.compute_all(got["tokens"].numpy()), atol=1e-6)
+    assert "num_transpositions" not in got
 
 
 def test_out_of_range_measures_dropped_only_when_no_shift_fits():
     # 40..86 cannot fit 55..84 by any shift: the two measures outside the range go.
     grids = np.stack([_grid({0: 40}), _grid({0: 60, 6: 70}), _grid({0: 86}), _grid({0: 62})])
-    kept, idx, shifts, n_out = prepare.select_measures(grids, np.arange(4), max_shift=2)
+    kept, idx, shifts, n_out = pipeline.select_measures(grids, np.arange(4), max_shift=2)
     assert n_out == 2 and idx.tolist() == [1, 3]
     assert shifts == [-2, -1, 0, 1, 2]
     # A low tune that fits after a shift keeps every measure.
     low = np.stack([_grid({0: 50}), _grid({0: 60})])
-    assert prepare.select_measures(low, np.arange(2), max_shift=12)[3] == 0
+    assert pipeline.select_measures(low, np.arange(2), max_shift=12)[3] == 0
 
 
 # ------------------------------------------------------------------ splits
@@ -114,32 +142,32 @@ def test_out_of_range_measures_dropped_only_when_no_shift_fits():
 
 def test_split_assignment_is_seeded_exact_and_order_free():
     ids = [f"book{i % 7}.abc#{i}" for i in range(500)]
-    a = prepare.assign_splits(ids, (0.8, 0.1, 0.1), seed=3)
-    b = prepare.assign_splits(list(reversed(ids)), (0.8, 0.1, 0.1), seed=3)
+    a = splits.assign_splits(ids, (0.8, 0.1, 0.1), seed=3)
+    b = splits.assign_splits(list(reversed(ids)), (0.8, 0.1, 0.1), seed=3)
     assert a == b
     counts = collections.Counter(a.values())
     assert counts == {"train": 400, "validation": 50, "test": 50}
-    c = prepare.assign_splits(ids, (0.8, 0.1, 0.1), seed=4)
+    c = splits.assign_splits(ids, (0.8, 0.1, 0.1), seed=4)
     assert sum(a[t] != c[t] for t in ids) > 50
     # The assignment must not depend on Python's randomised str hash: another interpreter
     # with another hash seed makes the same one.
     code = (
-        "from music_attr_vae.data import prepare;"
-        "print(sorted(k for k, v in prepare.assign_splits([f't#{i}' for i in range(50)]).items() if v == 'test'))"
+        "from music_attr_vae.data import splits;"
+        "print(sorted(k for k, v in splits.assign_splits([f't#{i}' for i in range(50)]).items() if v == 'test'))"
     )
     other = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True,
         env={**os.environ, "PYTHONHASHSEED": "12345"},
     ).stdout.strip()
-    here = sorted(k for k, v in prepare.assign_splits([f"t#{i}" for i in range(50)]).items() if v == "test")
+    here = sorted(k for k, v in splits.assign_splits([f"t#{i}" for i in range(50)]).items() if v == "test")
     assert other == str(here)
 
 
 def test_split_counts_small_corpora():
-    assert prepare.split_counts(10, (0.8, 0.1, 0.1)) == [8, 1, 1]
-    assert prepare.split_counts(3, (0.8, 0.1, 0.1)) == [1, 1, 1]
-    assert prepare.split_counts(5, (1.0, 0.0, 0.0)) == [5, 0, 0]
-    assert sum(prepare.split_counts(1031, (0.7, 0.2, 0.1))) == 1031
+    assert splits.split_counts(10, (0.8, 0.1, 0.1)) == [8, 1, 1]
+    assert splits.split_counts(3, (0.8, 0.1, 0.1)) == [1, 1, 1]
+    assert splits.split_counts(5, (1.0, 0.0, 0.0)) == [5, 0, 0]
+    assert sum(splits.split_counts(1031, (0.7, 0.2, 0.1))) == 1031
 
 
 @pytest.mark.parametrize(
@@ -149,7 +177,7 @@ def test_split_counts_small_corpora():
 )
 def test_bad_split_strings_name_the_split_flag(text, match):
     with pytest.raises(prepare.PrepareError, match=match) as err:
-        prepare.parse_split_fractions(text)
+        splits.parse_split_fractions(text)
     assert err.value.param == "split"
     assert str(err.value).startswith("split:")
 
@@ -159,6 +187,8 @@ def test_bad_split_strings_name_the_split_flag(text, match):
 
 def test_summary_describes_the_prepared_small_dataset(prepared_small, small_abc_dir):
     summary = json.loads((prepared_small / "summary.json").read_text())
+    assert summary["format_version"] == 2 and summary["features"] == schema.describe_features()
+    assert "per_source" not in summary  # one source
     assert summary["vocabulary"] == measures.vocabulary()
     assert summary["attribute_names"] == list(attributes.ATTRIBUTE_NAMES)
     assert summary["parameters"]["max_shift"] == 2 and summary["parameters"]["seed"] == 0
@@ -196,6 +226,9 @@ def test_shards_hold_every_valid_transposition_of_each_tune(prepared_small):
     for split in prepare.SPLITS:
         arrays = loader.load_arrays(str(prepared_small), split)
         assert len(arrays["tokens"]) == summary["splits"][split]["examples"]
+        # On disk: one record per measure; the examples are its transpositions.
+        records = sum(1 for _ in tf.data.TFRecordDataset(loader.shard_files(str(prepared_small), split)))
+        assert records == summary["splits"][split]["measures"] < summary["splits"][split]["examples"]
         np.testing.assert_allclose(arrays["attributes"], attributes.compute_all(arrays["tokens"]), atol=1e-6)
         stats = summary["splits"][split]["attributes"]
         for j, name in enumerate(attributes.ATTRIBUTE_NAMES):
@@ -239,7 +272,7 @@ def test_max_shift_zero_and_num_shards(small_abc_dir, tmp_path):
     for split in prepare.SPLITS:
         s = summary["splits"][split]
         assert s["examples"] == s["measures"]
-        assert s["shards"] == [prepare.shard_name(split, i, 3) for i in range(3)]
+        assert s["shards"] == [schema.shard_name(split, i, 3) for i in range(3)]
     arrays = loader.load_arrays(str(tmp_path / "orig"), "train")
     assert set(arrays["transposition"].tolist()) == {0}
 
@@ -275,6 +308,80 @@ def test_output_is_atomic_and_errors_name_the_bad_argument(prepared_small, small
     assert loader.load_summary(str(target))["parameters"]["max_shift"] == 1
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------ several sources
+
+
+def test_tune_digest_ignores_the_key_and_nothing_else(nottingham_dir):
+    from music_attr_vae.data import sources
+
+    raw = sources.read_raw_tunes(sources.resolve_source(str(nottingham_dir / "reelsu-z.abc")))[0]
+    grids = measures.sequence_to_grids(sources.raw_tune_to_sequence(raw)).grids
+    digest = pipeline.tune_digest(grids)
+    shifted = np.where(grids >= 0, grids + 3, grids)
+    assert pipeline.tune_digest(shifted) == digest
+    changed = grids.copy()
+    first_note = np.argwhere(changed >= 0)[5]
+    changed[tuple(first_note)] += 1
+    assert pipeline.tune_digest(changed) != digest
+    assert pipeline.tune_digest(grids[:-1]) != digest
+
+
+def test_source_lists_are_parsed_and_bad_ones_named(tmp_path):
+    assert splits.split_sources("a,b") == ["a", "b"]
+    assert splits.split_sources("folk_rnn") == ["folk_rnn"]
+    odd = tmp_path / "with,comma"
+    odd.mkdir()
+    assert splits.split_sources(str(odd)) == [str(odd)]
+    assert splits.source_labels(["/x/nottingham", "/y/nottingham/", "essen"]) == ["nottingham", "nottingham-2", "essen"]
+    for text, match in [("a,,b", "empty entry"), ("a,a", "listed twice"), (",".join("abcdefghijklmnopqrstuvwxyz0123456"), "at most")]:
+        with pytest.raises(prepare.PrepareError, match=match) as err:
+            prepare.prepare(text, str(tmp_path / "out"), progress=False)
+        assert err.value.param == "source"
+    assert not (tmp_path / "out").exists()
+
+
+def test_several_sources_keep_each_split_and_count_duplicates_once(prepared_small, small_abc_dir, nottingham_dir,
+                                                                     tmp_path):
+    """A second corpus (one new book, one book the first already holds) moves no tune of the first."""
+    import shutil
+
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("reelsa-c.abc", "xmas.abc"):
+        shutil.copy(nottingham_dir / name, other / name)
+    both = prepare.prepare(f"{small_abc_dir},{other}", str(tmp_path / "both"), max_shift=2, progress=False)
+    alone_other = prepare.prepare(str(other), str(tmp_path / "alone"), max_shift=2, progress=False)
+    label_a, label_b = small_abc_dir.name, "other"
+    split_of = {}
+    for split in prepare.SPLITS:
+        for tune in set(loader.load_arrays(str(tmp_path / "both"), split)["tune_id"].tolist()):
+            split_of[tune] = split
+    # The first source: exactly the tunes and splits of a single-source run, ids prefixed with its label.
+    for split in prepare.SPLITS:
+        for tune in set(loader.load_arrays(str(prepared_small), split)["tune_id"].tolist()):
+            assert split_of.pop(f"{label_a}/{tune}") == split
+    # The second: its xmas.abc tunes are the first source's, counted once as duplicate_tune ...
+    per_source = {entry["label"]: entry for entry in both["per_source"]}
+    n_xmas = sum(1 for t in split_of if "xmas.abc" in t)
+    assert n_xmas == 0 and per_source[label_b]["skipped"]["duplicate_tune"] > 5
+    assert both["dropped"]["tunes"]["duplicate_tune"] == per_source[label_b]["skipped"]["duplicate_tune"]
+    assert all("same notes as " + label_a in d for d in both["dropped"]["tune_examples"]["duplicate_tune"])
+    # ... and its other tunes keep the split they have when it is prepared alone.
+    for split in prepare.SPLITS:
+        alone = set(loader.load_arrays(str(tmp_path / "alone"), split)["tune_id"].tolist())
+        for tune in alone:
+            if not tune.startswith("xmas.abc"):
+                assert split_of.pop(f"{label_b}/{tune}") == split
+    assert split_of == {}
+    # Per-source counts add up to the totals.
+    assert sum(e["raw_tunes"] for e in both["per_source"]) == both["totals"]["raw_tunes"]
+    assert sum(e["kept_tunes"] for e in both["per_source"]) == both["totals"]["kept_tunes"]
+    for split in prepare.SPLITS:
+        for key in ("tunes", "measures", "examples"):
+            assert sum(e["splits"][split][key] for e in both["per_source"]) == both["splits"][split][key]
+    assert per_source[label_b]["raw_tunes"] == alone_other["totals"]["raw_tunes"]
 
 
 def _cli(*args):

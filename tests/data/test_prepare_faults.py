@@ -21,7 +21,7 @@ import time
 import pytest
 
 from music_attr_vae import fileio
-from music_attr_vae.data import prepare
+from music_attr_vae.data import prepare, writer
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
@@ -277,7 +277,7 @@ def test_enospc_while_writing_shards_is_a_prepare_error(one_book, tmp_path, monk
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(prepare, "_write_split", full)
+    monkeypatch.setattr(writer, "write_split", full)
     with pytest.raises(prepare.PrepareError, match="disk is full") as err:
         prepare.prepare(str(one_book), str(target), max_shift=1, progress=False)
     assert err.value.param == "output_dir" and str(target) in str(err.value)
