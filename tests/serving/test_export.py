@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from music_attr_vae import export
+from music_attr_vae.serving import export
 from music_attr_vae.data import attributes as attrs
 from music_attr_vae.data import measures
 
@@ -215,15 +215,3 @@ def test_fit_monotone_map_falling_and_flat():
     assert np.interp(1.0, falling["value"], falling["z"]) == pytest.approx(-1.0, abs=0.05)
     flat = export.fit_monotone_map(z, np.full_like(z, 0.3))
     assert flat["value_range"] == pytest.approx([0.3, 0.3]) and np.ptp(flat["z"]) == 0
-
-
-def test_served_model_client_errors(saved_model_dir, tmp_path):
-    with pytest.raises(FileNotFoundError, match="saved_model.pb"):
-        export.ServedModel(str(tmp_path))
-    served = export.ServedModel(str(saved_model_dir))
-    with pytest.raises(ValueError, match="regularises"):
-        served.dim_of("loudness")
-    name = next(iter(served.maps))
-    values = served.traversal_values(name, 5)
-    assert values[0] == pytest.approx(served.maps[name]["z_range"][0])
-    assert values[-1] == pytest.approx(served.maps[name]["z_range"][1])

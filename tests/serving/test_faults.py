@@ -14,7 +14,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-from music_attr_vae import editing, export
+from music_attr_vae.serving import client, editing, export
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 BOOK = "reelsu-z.abc"
@@ -96,7 +96,7 @@ def test_every_signature_refuses_oversized_requests_naming_the_limit(saved, attr
     out = loaded.sample(tf.constant(export.MAX_BATCH // 256, tf.int32), s0, t0)
     assert out["tokens"].shape == (export.MAX_BATCH // 256, 24)
     # the NumPy client names the limit without calling the model
-    served = export.ServedModel(str(saved))
+    served = client.ServedModel(str(saved))
     with pytest.raises(ValueError, match="MAX_SAMPLE = "):
         served.sample(10**7)
     with pytest.raises(ValueError, match="seed = 99999999999 is outside the int32 range"):
@@ -125,7 +125,7 @@ def test_cli_sizes_and_seeds_are_bounded_with_named_errors(saved, attribute, not
 @pytest.mark.slow
 def test_edit_outputs_are_all_or_nothing_and_foreign_files_are_kept(saved, attribute, nottingham_dir, tmp_path,
                                                                     monkeypatch):
-    served = export.ServedModel(str(saved))
+    served = client.ServedModel(str(saved))
     tune = editing.load_tune(str(nottingham_dir / BOOK), 0)
     settings = editing.parse_settings([f"{attribute}+=0.2"], list(served.maps))
     first = editing.edit_tune(served, tune, [2], settings)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from music_attr_vae import render
+from music_attr_vae.serving import render
 from music_attr_vae.data import abc_reader, measures
 from serving_helpers import canonical, notes_in_beats, read_abc_tokens
 

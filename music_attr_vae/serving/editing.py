@@ -31,7 +31,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from music_attr_vae import fileio, render
+from music_attr_vae import fileio
+from music_attr_vae.serving import render
 from music_attr_vae.data import attributes as attrs
 from music_attr_vae.data import measures
 
