@@ -50,7 +50,7 @@ def main(argv) -> int:
             return _fail(f"--{name} is required")
     from music_attr_vae.serving import editing
     from music_attr_vae.serving.client import ServedModel
-    from music_attr_vae.serving.export import MAX_BATCH
+    from music_attr_vae.serving.limits import MAX_BATCH
 
     try:
         editing.check_out(FLAGS.out)

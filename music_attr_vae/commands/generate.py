@@ -26,7 +26,7 @@ import sys
 
 from absl import flags
 
-from music_attr_vae.serving.export import MAX_GRID, MAX_VALUES
+from music_attr_vae.serving.limits import MAX_GRID, MAX_VALUES
 
 FLAGS = flags.FLAGS
 

@@ -14,7 +14,8 @@ import os
 import numpy as np
 
 from music_attr_vae.data import measures
-from music_attr_vae.serving.export import LIMITS, read_metadata
+from music_attr_vae.serving.export import read_metadata
+from music_attr_vae.serving.limits import LIMITS
 
 
 class ServedModel:

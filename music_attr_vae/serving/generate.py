@@ -18,7 +18,7 @@ import numpy as np
 from music_attr_vae import fileio
 from music_attr_vae.data import attributes as attrs
 from music_attr_vae.serving import editing, render
-from music_attr_vae.serving.export import MAX_GRID, MAX_VALUES
+from music_attr_vae.serving.limits import MAX_GRID, MAX_VALUES
 
 OUTPUT_FILES = {k: f"traversal.{k}" for k in ("mid", "abc", "png", "json")}
 MANIFEST = OUTPUT_FILES["json"]  # lists the files, so a later run knows which files in --out are its own
