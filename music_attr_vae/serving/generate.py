@@ -17,6 +17,7 @@ import numpy as np
 
 from music_attr_vae import fileio
 from music_attr_vae.data import attributes as attrs
+from music_attr_vae.evaluation import metrics
 from music_attr_vae.serving import editing, render
 from music_attr_vae.serving.limits import MAX_GRID, MAX_VALUES
 
@@ -40,12 +41,6 @@ class Request:
     from_tune: Optional[str] = None
     tune_index: Optional[int] = None
     measure: int = 1
-
-
-def monotone_fraction(values: np.ndarray) -> float:
-    """Share of consecutive steps where ``values`` rises (strictly)."""
-    steps = np.diff(np.asarray(values, np.float64))
-    return float(np.mean(steps > 0)) if steps.size else 0.0
 
 
 def check_request(served, request: Request) -> np.ndarray:
@@ -96,7 +91,7 @@ def _traversal_rows(tokens, starts, values, name, dim, transpose):
         ]
         entry = {"start": start, "measures": measures_json}
         if column is not None:
-            entry["rising_steps"] = monotone_fraction(values_attr[:, column])
+            entry["rising_steps"] = metrics.monotone_step_fractions(values_attr[:, column])[1]  # strictly rising
         traversals.append(entry)
         rows.append(row)
         label_attr = (lambda i: f"\n{name} {values_attr[i, column]:.2f}") if column is not None else (lambda i: "")
