@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from music_attr_vae import configs_loader
 from music_attr_vae.data import attributes as attrs
 
 # Logged values that are instantaneous, not running means over the epoch.
@@ -196,7 +197,7 @@ def write_latent_image(model, config, tokens: Optional[np.ndarray], writer, step
     if len(tokens) > max_measures:  # a fixed random sample: shard order clusters transpositions of one tune
         tokens = tokens[np.sort(np.random.default_rng(0).choice(len(tokens), max_measures, replace=False))]
     z = np.concatenate([model.encode(tokens[i : i + 512])[0].numpy() for i in range(0, len(tokens), 512)])
-    dims = {name: int(spec["dim"]) for name, spec in (config.regularization or {}).items()}
+    dims = configs_loader.regularized_dims(config)
     label = "regularised dims" if dims else "dims 0-1 (not regularised)"
     image = latent_figure_png(z, attrs.compute_all(tokens), dims, f"{config.name}: test latents, {label}, epoch {epoch}")
     with writer.as_default(step=step):

@@ -61,7 +61,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from scipy import special
 
-from music_attr_vae import fileio
+from music_attr_vae import configs_loader, fileio
 from music_attr_vae import workdir as wd
 from music_attr_vae.data import attributes as attrs
 from music_attr_vae.data import measures
@@ -119,7 +119,7 @@ class ModelInfo:
     regularization: Dict[str, dict]  # attribute -> {dim, gamma, ...}
 
     def regularised_dims(self) -> Dict[str, int]:
-        return {name: int(spec["dim"]) for name, spec in self.regularization.items()}
+        return configs_loader.regularized_dims({"regularization": self.regularization})
 
 
 # ---------------------------------------------------------------- model adapters

@@ -72,11 +72,11 @@ import json
 import os
 import shutil
 
-from music_attr_vae import fileio
+from music_attr_vae import configs_loader, fileio
 from music_attr_vae.data import attributes as attrs
 from music_attr_vae.data import measures
 from music_attr_vae.serving.limits import LIMITS
-from music_attr_vae.serving.maps import fit_maps, regularized_dims
+from music_attr_vae.serving.maps import fit_maps
 from music_attr_vae.serving.signatures import SIGNATURE_NAMES, build_serving_module
 
 FORMAT_VERSION = 1
@@ -100,7 +100,7 @@ def package_version() -> str:
 
 def build_metadata(config, maps: dict, fit_info: dict) -> dict:
     """The JSON document returned by the ``metadata`` signature."""
-    dims = regularized_dims(config)
+    dims = configs_loader.regularized_dims(config)
     return {
         "format_version": FORMAT_VERSION,
         "package": "music-attr-vae",

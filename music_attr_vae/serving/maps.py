@@ -9,10 +9,11 @@ is a table lookup and a linear interpolation.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import numpy as np
 
+from music_attr_vae import configs_loader
 from music_attr_vae.data import attributes as attrs
 from music_attr_vae.data import measures
 
@@ -21,19 +22,6 @@ MAX_FIT_MEASURES = 20000
 PRIOR_FIT_SAMPLES = 4096
 REFERENCE_SAMPLE = 256
 FIT_BATCH = 512
-
-
-def regularized_dims(config) -> Dict[str, int]:
-    """{attribute name: latent dim} of the regularised attributes, in ATTRIBUTE_NAMES order."""
-    reg = config.get("regularization", None) or {}
-    out = {}
-    for name in attrs.ATTRIBUTE_NAMES:
-        if name in reg:
-            out[name] = int(reg[name]["dim"])
-    unknown = set(reg.keys()) - set(attrs.ATTRIBUTE_NAMES)
-    if unknown:
-        raise ValueError(f"config.regularization names unknown attributes {sorted(unknown)}")
-    return out
 
 
 def _batched(fn, array: np.ndarray, batch: int = FIT_BATCH) -> List:
@@ -87,7 +75,7 @@ def fit_maps(model, config, reference_tokens: Optional[np.ndarray], seed: int = 
     """Fit the maps of every regularised dim; returns (maps, sample tokens, how)."""
     import tensorflow as tf
 
-    dims = regularized_dims(config)
+    dims = configs_loader.regularized_dims(config)
     if reference_tokens is not None:
         tokens = measures.check_tokens(reference_tokens)
         if len(tokens) == 0:
