@@ -17,19 +17,19 @@ an ABC tie ``-``), while the same pitch struck again on tick 0 is a new note
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import pretty_midi
 
 from music_attr_vae import fileio
-from music_attr_vae.data import measures
+from music_attr_vae.data import abc_reader, measures
 
 TWELFTHS_PER_BEAT = 12
 # Start of each of the 6 ticks of a beat, in twelfths of the beat.
 _TICK_TWELFTHS = (0, 3, 4, 6, 8, 9)
 _TWELFTHS_PER_MEASURE = measures.BEATS_PER_MEASURE * TWELFTHS_PER_BEAT
 
-_SHARP_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 
 @dataclasses.dataclass
@@ -100,9 +100,13 @@ def pitch_bounds(tokens, transpose: int = 0) -> Optional[Tuple[int, int]]:
     return int(onsets.min()) + measures.MIN_PITCH + transpose, int(onsets.max()) + measures.MIN_PITCH + transpose
 
 
+def _is_black(pitch: int) -> bool:
+    return "#" in pretty_midi.note_number_to_name(pitch)
+
+
 def pitch_name(pitch: int) -> str:
     """Scientific pitch name with sharps, e.g. 60 -> 'C4', 61 -> 'C#4'."""
-    return f"{_SHARP_NAMES[pitch % 12]}{pitch // 12 - 1}"
+    return pretty_midi.note_number_to_name(pitch)
 
 
 # ---------------------------------------------------------------- piano roll
@@ -150,7 +154,7 @@ def draw_piano_roll(
     beats_total = n * measures.BEATS_PER_MEASURE
 
     for p in range(low, high + 1):
-        if _SHARP_NAMES[p % 12].endswith("#"):
+        if _is_black(p):
             ax.axhspan(p - 0.5, p + 0.5, color="0.93", zorder=0, lw=0)
     for q in range(4 * beats_total + 1):
         x = q / 4.0
@@ -196,7 +200,7 @@ def draw_piano_roll(
     ax.set_xticks(range(beats_total + 1), minor=True)
     ax.set_xlabel("time (beats; bars solid, beats dashed)")
     step = 1 if height <= 20 else 2
-    ys = [p for p in range(low, high + 1) if not _SHARP_NAMES[p % 12].endswith("#")][::step]
+    ys = [p for p in range(low, high + 1) if not _is_black(p)][::step]
     ax.set_yticks(ys)
     ax.set_yticklabels([pitch_name(p) for p in ys], fontsize=7)
     ax.set_ylabel("pitch")
@@ -270,13 +274,16 @@ def write_midi(tokens, path: str, qpm: float = measures.DEFAULT_QPM, transpose: 
 
 # ---------------------------------------------------------------- ABC
 
-# Major keys: number of sharps (>0) or flats (<0) in the signature.
-_KEY_ACCIDENTALS = {
-    "C": 0, "G": 1, "D": 2, "A": 3, "E": 4, "B": 5, "F#": 6, "C#": 7,
-    "F": -1, "Bb": -2, "Eb": -3, "Ab": -4, "Db": -5, "Gb": -6, "Cb": -7,
-}
-_SHARP_ORDER = "FCGDAEB"
-_LETTER_SEMITONE = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+# The major keys ABC output may be written in; their signatures come from the ABC reader's key table.
+MAJOR_KEYS = ("C", "G", "D", "A", "E", "B", "F#", "C#", "F", "Bb", "Eb", "Ab", "Db", "Gb", "Cb")
+_LETTER_SEMITONE = {letter: pretty_midi.note_name_to_number(f"{letter}-1") for letter in "CDEFGAB"}
+
+
+def key_signature(key: str) -> Dict[str, int]:
+    """{letter "C".."B": +1 sharp / -1 flat / 0} of a major key of ``MAJOR_KEYS``."""
+    if key not in MAJOR_KEYS:
+        raise ValueError(f"unsupported key {key!r}; use a major key: {', '.join(MAJOR_KEYS)}")
+    return {letter.upper(): alt for letter, alt in abc_reader.parse_key(key).items()}
 
 
 class _Speller:
@@ -290,12 +297,8 @@ class _Speller:
     """
 
     def __init__(self, key: str):
-        if key not in _KEY_ACCIDENTALS:
-            raise ValueError(f"unsupported key {key!r}; use a major key: {', '.join(_KEY_ACCIDENTALS)}")
-        count = _KEY_ACCIDENTALS[key]
-        self.use_flats = count < 0
-        letters = _SHARP_ORDER[:count] if count > 0 else _SHARP_ORDER[::-1][: -count]
-        self.signature = {letter: (1 if count > 0 else -1) if letter in letters else 0 for letter in "CDEFGAB"}
+        self.signature = key_signature(key)
+        self.use_flats = sum(self.signature.values()) < 0
         self.bar_state: dict = {}
 
     def new_bar(self) -> None:
@@ -330,10 +333,7 @@ class _Speller:
 
 def _scale(key: str) -> set:
     """Pitch classes of a major key's scale."""
-    count = _KEY_ACCIDENTALS[key]
-    letters = _SHARP_ORDER[:count] if count > 0 else _SHARP_ORDER[::-1][: -count]
-    alt = 1 if count > 0 else -1
-    return {(_LETTER_SEMITONE[l] + (alt if l in letters else 0)) % 12 for l in "CDEFGAB"}
+    return {(_LETTER_SEMITONE[letter] + alt) % 12 for letter, alt in key_signature(key).items()}
 
 
 def guess_key(tokens, transpose: int = 0) -> str:
@@ -345,9 +345,9 @@ def guess_key(tokens, transpose: int = 0) -> str:
     arr = measures.check_tokens(tokens)
     pcs = (arr[arr < measures.NUM_PITCHES].astype(int) + measures.MIN_PITCH + transpose) % 12
     counts = np.bincount(pcs, minlength=12)
-    keys = [k for k in _KEY_ACCIDENTALS if abs(_KEY_ACCIDENTALS[k]) <= 6 and k != "Gb"]
-    return min(keys, key=lambda k: (sum(counts[pc] for pc in range(12) if pc not in _scale(k)),
-                                    abs(_KEY_ACCIDENTALS[k])))
+    accidentals = {k: sum(abs(a) for a in key_signature(k).values()) for k in MAJOR_KEYS}
+    keys = [k for k in MAJOR_KEYS if accidentals[k] <= 6 and k != "Gb"]
+    return min(keys, key=lambda k: (sum(counts[pc] for pc in range(12) if pc not in _scale(k)), accidentals[k]))
 
 
 def _abc_octave(letter: str, octave: int) -> str:
