@@ -136,23 +136,46 @@ def draw_piano_roll(
     struck again on the downbeat looks different from one tied over the
     barline; rests are hatched grey spans.
     """
-    from matplotlib import patches
-
     bars = measure_segments(tokens)
     n = len(bars)
     segments = [s for bar in bars for s in bar]
     for seg in segments:
         if not seg.is_rest:
             seg.pitch += int(transpose)
+    labels = list(bar_labels) if bar_labels is not None else [f"bar {m + 1}" for m in range(n)]
+    if len(labels) != n:
+        raise ValueError(f"bar_labels has {len(labels)} labels for {n} measures")
+    low, high = _pitch_window(segments, pitch_limits)
+    beats_total = n * measures.BEATS_PER_MEASURE
+    _draw_grid(ax, low, high, beats_total, highlight)
+    _draw_segments(ax, segments, low, high)
+    ax.set_xlim(0, beats_total)
+    ax.set_ylim(low - 0.5, high + 0.5)
+    ax.set_xticks([m * measures.BEATS_PER_MEASURE for m in range(n)])
+    ax.set_xticklabels(labels, ha="left", fontsize=8)
+    ax.set_xticks(range(beats_total + 1), minor=True)
+    ax.set_xlabel("time (beats; bars solid, beats dashed)")
+    step = 1 if high - low + 1 <= 20 else 2
+    ys = [p for p in range(low, high + 1) if not _is_black(p)][::step]
+    ax.set_yticks(ys)
+    ax.set_yticklabels([pitch_name(p) for p in ys], fontsize=7)
+    ax.set_ylabel("pitch")
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def _pitch_window(segments: List[Segment], pitch_limits: Optional[Tuple[int, int]]) -> Tuple[int, int]:
+    """(low, high) MIDI rows to draw: the notes, ``pitch_limits``, at least an octave, a row of margin."""
     pitches = [s.pitch for s in segments if not s.is_rest]
     low, high = (min(pitches), max(pitches)) if pitches else (60, 72)
     if pitch_limits is not None:
         low, high = min(low, pitch_limits[0]), max(high, pitch_limits[1])
-    # At least an octave of context, one row of margin either side.
     pad = max(0, 12 - (high - low))
-    low, high = low - 1 - pad // 2, high + 1 + (pad - pad // 2)
-    beats_total = n * measures.BEATS_PER_MEASURE
+    return low - 1 - pad // 2, high + 1 + (pad - pad // 2)
 
+
+def _draw_grid(ax, low: int, high: int, beats_total: int, highlight: Sequence[int]) -> None:
+    """Black-key rows, bar / beat / sixteenth lines and the highlighted measures."""
     for p in range(low, high + 1):
         if _is_black(p):
             ax.axhspan(p - 0.5, p + 0.5, color="0.93", zorder=0, lw=0)
@@ -164,9 +187,14 @@ def draw_piano_roll(
             ax.axvline(x, color="0.55", lw=0.8, ls="--", zorder=1)
         else:
             ax.axvline(x, color="0.85", lw=0.5, zorder=1)
-
     for m in highlight:
         ax.axvspan(m * measures.BEATS_PER_MEASURE, (m + 1) * measures.BEATS_PER_MEASURE, color="gold", alpha=0.25, lw=0)
+
+
+def _draw_segments(ax, segments: List[Segment], low: int, high: int) -> None:
+    """Notes as bars with an onset stripe (none on a tied continuation); rests as hatched spans."""
+    from matplotlib import patches
+
     height = high - low + 1
     for seg in segments:
         x0, width = seg.start / TWELFTHS_PER_BEAT, (seg.end - seg.start) / TWELFTHS_PER_BEAT
@@ -189,23 +217,6 @@ def draw_piano_roll(
                     (x0, seg.pitch - 0.4), min(0.06, 0.3 * width), 0.8, facecolor="navy", lw=0, zorder=3
                 )
             )
-
-    ax.set_xlim(0, beats_total)
-    ax.set_ylim(low - 0.5, high + 0.5)
-    ax.set_xticks([m * measures.BEATS_PER_MEASURE for m in range(n)])
-    labels = list(bar_labels) if bar_labels is not None else [f"bar {m + 1}" for m in range(n)]
-    if len(labels) != n:
-        raise ValueError(f"bar_labels has {len(labels)} labels for {n} measures")
-    ax.set_xticklabels(labels, ha="left", fontsize=8)
-    ax.set_xticks(range(beats_total + 1), minor=True)
-    ax.set_xlabel("time (beats; bars solid, beats dashed)")
-    step = 1 if height <= 20 else 2
-    ys = [p for p in range(low, high + 1) if not _is_black(p)][::step]
-    ax.set_yticks(ys)
-    ax.set_yticklabels([pitch_name(p) for p in ys], fontsize=7)
-    ax.set_ylabel("pitch")
-    if title:
-        ax.set_title(title, fontsize=9)
 
 
 def _new_figure(width: float, height: float):
