@@ -18,7 +18,7 @@ import numpy as np
 from music_attr_vae import fileio
 from music_attr_vae.data import attributes as attrs
 from music_attr_vae.evaluation import metrics
-from music_attr_vae.serving import editing, render
+from music_attr_vae.serving import abc_writer, editing, render
 from music_attr_vae.serving.limits import MAX_GRID, MAX_VALUES
 
 OUTPUT_FILES = {k: f"traversal.{k}" for k in ("mid", "abc", "png", "json")}
@@ -112,7 +112,7 @@ def run(served, request: Request, out_dir: str) -> dict:
 
     label = name or f"dim {dim}"
     abc = "\n".join(
-        render.tokens_to_abc(
+        abc_writer.tokens_to_abc(
             row, title=f"{label} traversal {t + 1}", reference=t + 1, transpose=transpose, key="auto"
         )
         for t, row in enumerate(rows)
