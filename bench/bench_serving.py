@@ -107,7 +107,7 @@ def monotone_steps(model, meta: dict, name: str, z_start: np.ndarray, steps: int
 
 def export_untrained(config_name: str, directory: str, jit_compile: bool = True) -> str:
     """Export an untrained model of a config (speed does not depend on the weights)."""
-    from music_attr_vae import export
+    from music_attr_vae.serving import export
     from music_attr_vae.configs_loader import load_config
     from music_attr_vae.model.vae import build_model
 

@@ -21,6 +21,8 @@ from typing import Any, Dict, Mapping, Optional
 
 import ml_collections
 
+from music_attr_vae.data import attributes
+
 CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 LR_SCHEDULES = ("constant", "cosine")
 MATMUL_DTYPES = ("auto", "float32", "bfloat16")
@@ -201,3 +203,20 @@ def from_dict(data: Mapping[str, Any]) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(data))
 
 
+def regularized_dims(config) -> Dict[str, int]:
+    """{attribute name: latent dim} of the regularised attributes, in ATTRIBUTE_NAMES order.
+
+    ``config`` is a config (ConfigDict or dict) or anything with a
+    ``regularization`` entry of {attribute: {dim, ...}}.  The one lookup of the
+    regularised dims: the export's metadata, the evaluation report and the
+    training's latent image all use it.
+    """
+    reg = config.get("regularization", None) or {}
+    out = {}
+    for name in attributes.ATTRIBUTE_NAMES:
+        if name in reg:
+            out[name] = int(reg[name]["dim"])
+    unknown = set(reg.keys()) - set(attributes.ATTRIBUTE_NAMES)
+    if unknown:
+        raise ValueError(f"config.regularization names unknown attributes {sorted(unknown)}")
+    return out

@@ -491,7 +491,7 @@ class _Trainer:
             writer.flush()
         saved_model = None
         if self.is_chief:
-            from music_attr_vae import export
+            from music_attr_vae.serving import export
 
             saved_model = export.export_saved_model(
                 _plain_copy(self.model, self.config, self.strategy), self.config,

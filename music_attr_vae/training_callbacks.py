@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from music_attr_vae import configs_loader
 from music_attr_vae.data import attributes as attrs
 
 # Logged values that are instantaneous, not running means over the epoch.
@@ -162,30 +163,22 @@ def latent_figure_png(z: np.ndarray, attribute_values: np.ndarray, dims: Dict[st
     """An RGBA image (H, W, 4 uint8): per attribute, its dim against the next dim, coloured by the attribute.
 
     ``dims`` maps regularised attributes to their dims; when empty (a plain
-    VAE) dims 0 and 1 are shown against the first two attributes.
+    VAE) dims 0 and 1 are shown against the first two attributes.  The panels
+    are drawn by the evaluation's Figure-1 helper (``figures.latent_scatter_panels``).
     """
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from music_attr_vae.evaluation import figures
 
     panels = dims or {name: i for i, name in enumerate(attrs.ATTRIBUTE_NAMES[:2])}
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), squeeze=False)
-    for ax, (name, dim) in zip(axes[0], panels.items()):
+    fig = Figure(figsize=(4 * len(panels), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (name, dim) in zip(axes, panels.items()):
         other = (dim + 1) % z.shape[1]
-        points = ax.scatter(
-            z[:, dim], z[:, other], c=attribute_values[:, attrs.attribute_index(name)], s=4, cmap="viridis"
-        )
-        ax.set_xlabel(f"z[{dim}]")
-        ax.set_ylabel(f"z[{other}]")
-        ax.set_title(name.replace("_", " "))
-        fig.colorbar(points, ax=ax)
+        column = attribute_values[:, [attrs.attribute_index(name)]]
+        figures.latent_scatter_panels([ax], z[:, [dim, other]], column, (dim, other), names=[name])
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.canvas.draw()
-    image = np.asarray(fig.canvas.buffer_rgba()).copy()
-    plt.close(fig)
-    return image
+    return tf.image.decode_png(figures.figure_png(fig), channels=4).numpy()
 
 
 def write_latent_image(model, config, tokens: Optional[np.ndarray], writer, step: int, epoch: int,
@@ -196,7 +189,7 @@ def write_latent_image(model, config, tokens: Optional[np.ndarray], writer, step
     if len(tokens) > max_measures:  # a fixed random sample: shard order clusters transpositions of one tune
         tokens = tokens[np.sort(np.random.default_rng(0).choice(len(tokens), max_measures, replace=False))]
     z = np.concatenate([model.encode(tokens[i : i + 512])[0].numpy() for i in range(0, len(tokens), 512)])
-    dims = {name: int(spec["dim"]) for name, spec in (config.regularization or {}).items()}
+    dims = configs_loader.regularized_dims(config)
     label = "regularised dims" if dims else "dims 0-1 (not regularised)"
     image = latent_figure_png(z, attrs.compute_all(tokens), dims, f"{config.name}: test latents, {label}, epoch {epoch}")
     with writer.as_default(step=step):

@@ -7,7 +7,7 @@ Every file name inside a workdir is defined here and nowhere else::
     DIR/checkpoints/         tf.train checkpoints: model, optimizer, epoch and step-in-epoch
     DIR/tensorboard/{train,validation,eval}/
     DIR/history.jsonl        one JSON line per event (start/resume, epoch, NaN stop, export)
-    DIR/saved_model/         the exported SavedModel (music_attr_vae.export)
+    DIR/saved_model/         the exported SavedModel (music_attr_vae.serving.export)
     DIR/eval/                metrics.json and figures of ``music-attr-vae evaluate``
     DIR/.lock                held (``flock``) by the process training in DIR
 

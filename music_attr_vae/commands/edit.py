@@ -48,8 +48,9 @@ def main(argv) -> int:
     for name in ("saved_model", "tune", "measures", "set", "out"):
         if not getattr(FLAGS, name):
             return _fail(f"--{name} is required")
-    from music_attr_vae import editing
-    from music_attr_vae.export import MAX_BATCH, ServedModel
+    from music_attr_vae.serving import editing
+    from music_attr_vae.serving.client import ServedModel
+    from music_attr_vae.serving.limits import MAX_BATCH
 
     try:
         editing.check_out(FLAGS.out)

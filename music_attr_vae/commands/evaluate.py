@@ -15,7 +15,7 @@ import json
 
 from absl import flags
 
-from music_attr_vae.export import MAX_BATCH, MAX_GRID, MAX_VALUES
+from music_attr_vae.serving.limits import MAX_BATCH, MAX_GRID, MAX_VALUES
 
 FLAGS = flags.FLAGS
 SURFACE_MAX = int(MAX_GRID**0.5)  # Figure 2's grid: at most MAX_GRID decodes
@@ -27,7 +27,7 @@ flags.DEFINE_string("source", None, "Evaluate on every measure of this corpus (A
                     "instead of the test split; 'seen' then means 'in the model's training split'.")
 flags.DEFINE_string("output_dir", None, "Where metrics.json and the figures go (default: DIR/eval, or eval/ beside the SavedModel).")
 flags.DEFINE_string("name", None, "Model name in the report (default: the workdir's base name).")
-# Every size a request can ask for is bounded (the serving limits of music_attr_vae.export).
+# Every size a request can ask for is bounded (the serving limits of music_attr_vae.serving.limits).
 flags.DEFINE_integer("batch_size", 512, "Measures per encode/decode call.", lower_bound=1, upper_bound=MAX_BATCH)
 flags.DEFINE_integer("mi_max_points", 5000, "Test latents used by the k-NN mutual-information estimator "
                      "(deterministic subsample).", lower_bound=1, upper_bound=MAX_BATCH)

@@ -61,7 +61,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from scipy import special
 
-from music_attr_vae import fileio
+from music_attr_vae import configs_loader, fileio
 from music_attr_vae import workdir as wd
 from music_attr_vae.data import attributes as attrs
 from music_attr_vae.data import measures
@@ -119,7 +119,7 @@ class ModelInfo:
     regularization: Dict[str, dict]  # attribute -> {dim, gamma, ...}
 
     def regularised_dims(self) -> Dict[str, int]:
-        return {name: int(spec["dim"]) for name, spec in self.regularization.items()}
+        return configs_loader.regularized_dims({"regularization": self.regularization})
 
 
 # ---------------------------------------------------------------- model adapters
@@ -209,7 +209,7 @@ class KerasLatentModel(LatentModel):
 
 
 class SavedModelLatentModel(LatentModel):
-    """An exported SavedModel (see export.py), through its signatures.
+    """An exported SavedModel, through :class:`music_attr_vae.serving.client.ServedModel`.
 
     ``encode`` / ``decode`` give the latents and the free-running output; the
     teacher-forced figures come from ``teacher_forced_nll(tokens) -> {nll
@@ -219,45 +219,28 @@ class SavedModelLatentModel(LatentModel):
     """
 
     def __init__(self, path: str, batch_size: int = 512):
-        import tensorflow as tf
+        from music_attr_vae.serving.client import ServedModel
 
-        self._tf = tf
-        self.loaded = tf.saved_model.load(path)
+        self.served = ServedModel(path)
         self.batch_size = batch_size
-        signatures = self.loaded.signatures
         for name in ("encode", "decode"):
-            if name not in signatures:
-                raise ValueError(f"--saved_model={path} has no '{name}' signature (found: {sorted(signatures)})")
-        self._encode_sig = signatures["encode"]
-        self._decode_sig = signatures["decode"]
-        self._nll_sig = signatures.get("teacher_forced_nll")
-        if self._nll_sig is None:
+            if not self.served.has_function(name):
+                raise ValueError(f"--saved_model={path} has no '{name}' signature")
+        if not self.served.has_function("teacher_forced_nll"):
             self.teacher_forced_unavailable = "the SavedModel exports no teacher_forced_nll signature"
-        z_spec = self._decode_sig.structured_input_signature[1]["z"]
-        self.z_dim = int(z_spec.shape[-1])
+        self.z_dim = self.served.z_dim
 
     def _encode_batch(self, tokens):
-        out = self._encode_sig(tokens=self._tf.constant(tokens, self._tf.int32))
-        return out["z_mean"].numpy(), out["z_log_var"].numpy()
+        return self.served.encode_distribution(tokens)
 
     def _decode_batch(self, z):
-        tf = self._tf
-        out = self._decode_sig(
-            z=tf.constant(z, tf.float32), temperature=tf.constant(0.0, tf.float32), seed=tf.constant(0, tf.int32)
-        )
-        return out["tokens"].numpy()
+        return self.served.decode(z)
 
     def teacher_forced_stats(self, z: np.ndarray, tokens: np.ndarray) -> Tuple[float, float]:
         """(token accuracy, NLL per token) from the export's teacher_forced_nll (which encodes itself)."""
-        tf = self._tf
-
-        def stats(token_batch):
-            out = self._nll_sig(tokens=tf.constant(token_batch, tf.int32))
-            return out["accuracy"].numpy(), out["nll"].numpy()
-
-        parts = _run_batched(stats, [np.asarray(tokens, np.int32)], self.batch_size)
-        accuracy = np.concatenate([p[0] for p in parts])
-        nll = np.concatenate([p[1] for p in parts])
+        parts = _run_batched(self.served.teacher_forced_nll, [np.asarray(tokens, np.int32)], self.batch_size)
+        nll = np.concatenate([p[0] for p in parts])
+        accuracy = np.concatenate([p[1] for p in parts])
         return float(accuracy.mean()), float(nll.mean() / tokens.shape[1])
 
 
@@ -683,15 +666,13 @@ def evaluate_saved_model(saved_model: str, data_dir: str, *, output_dir: Optiona
     or by default beside the SavedModel: DIR/eval and DIR/tensorboard/eval for
     DIR/saved_model, as for a workdir.
     """
-    from music_attr_vae import export
-
     options = options or EvalOptions()
     saved_model = os.path.abspath(saved_model)
     if not os.path.exists(os.path.join(saved_model, "saved_model.pb")):
         raise FileNotFoundError(f"--saved_model={saved_model} is not a SavedModel dir (no saved_model.pb)")
     start = time.perf_counter()
     latent_model = SavedModelLatentModel(saved_model, options.batch_size)
-    meta = export.read_metadata(saved_model)
+    meta = latent_model.served.metadata
     config = meta.get("config") or {}
     regularization = _config_regularization(config)
     if not regularization:  # an export whose config was not recorded: dims only

@@ -174,7 +174,7 @@ def traversal_figure(rows: List[dict], title: str) -> Figure:
     (S,) latent values, ``tokens`` (S, 24) decoded measures and ``values``
     (S,) the attribute of each decoded measure.
     """
-    from music_attr_vae import render
+    from music_attr_vae.serving import render
 
     cols = max(len(row["steps"]) for row in rows)
     fig = Figure(figsize=(2.1 * cols, 2.3 * len(rows) + 0.6), layout="constrained")

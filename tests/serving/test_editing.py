@@ -11,7 +11,7 @@ import note_seq
 import numpy as np
 import pytest
 
-from music_attr_vae import editing, export, render
+from music_attr_vae.serving import client, editing, export, render
 from music_attr_vae.data import abc_reader
 from serving_helpers import canonical, notes_in_beats, read_abc_tokens
 
@@ -21,7 +21,7 @@ BOOK = "reelsu-z.abc"  # tune 0, "Up Jumped The Devil": a pickup, 32 full bars i
 
 @pytest.fixture(scope="module")
 def served(quick_workdir):
-    return export.ServedModel(str(quick_workdir / "saved_model"))
+    return client.ServedModel(str(quick_workdir / "saved_model"))
 
 
 @pytest.fixture(scope="module")

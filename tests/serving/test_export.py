@@ -16,7 +16,6 @@ import sys
 import numpy as np
 import pytest
 
-from music_attr_vae import export
 from music_attr_vae.data import attributes as attrs
 from music_attr_vae.data import measures
 
@@ -192,38 +191,3 @@ def test_bad_inputs_fail_clearly(client, case, words):
     for word in words:
         assert word.format(**fill) in error[1], f"{case}: {word!r} not in {error}"
 
-
-# ---------------------------------------------------------------- in-process pieces
-
-
-def test_fit_monotone_map_inverts_a_noisy_rising_relation():
-    rng = np.random.default_rng(0)
-    z = rng.normal(size=4000)
-    value = 1 / (1 + np.exp(-2 * z)) + rng.normal(scale=0.05, size=z.size)
-    fitted = export.fit_monotone_map(z, value)
-    assert fitted["direction"] == 1 and fitted["spearman"] > 0.9
-    grid, zs = np.array(fitted["value"]), np.array(fitted["z"])
-    assert np.all(np.diff(grid) > 0) and np.all(np.diff(zs) >= 0)
-    for target in (0.2, 0.5, 0.8):  # inverting the map recovers the true z within the noise
-        assert np.interp(target, grid, zs) == pytest.approx(np.log(target / (1 - target)) / 2, abs=0.15)
-
-
-def test_fit_monotone_map_falling_and_flat():
-    z = np.linspace(-2, 2, 500)
-    falling = export.fit_monotone_map(z, -z)
-    assert falling["direction"] == -1 and np.all(np.diff(falling["z"]) <= 0)
-    assert np.interp(1.0, falling["value"], falling["z"]) == pytest.approx(-1.0, abs=0.05)
-    flat = export.fit_monotone_map(z, np.full_like(z, 0.3))
-    assert flat["value_range"] == pytest.approx([0.3, 0.3]) and np.ptp(flat["z"]) == 0
-
-
-def test_served_model_client_errors(saved_model_dir, tmp_path):
-    with pytest.raises(FileNotFoundError, match="saved_model.pb"):
-        export.ServedModel(str(tmp_path))
-    served = export.ServedModel(str(saved_model_dir))
-    with pytest.raises(ValueError, match="regularises"):
-        served.dim_of("loudness")
-    name = next(iter(served.maps))
-    values = served.traversal_values(name, 5)
-    assert values[0] == pytest.approx(served.maps[name]["z_range"][0])
-    assert values[-1] == pytest.approx(served.maps[name]["z_range"][1])

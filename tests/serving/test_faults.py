@@ -14,7 +14,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-from music_attr_vae import editing, export
+from music_attr_vae.serving import client, editing, export, limits
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 BOOK = "reelsu-z.abc"
@@ -61,15 +61,15 @@ def attribute(saved) -> str:
 def test_every_signature_refuses_oversized_requests_naming_the_limit(saved, attribute):
     loaded = tf.saved_model.load(str(saved))
     meta = json.loads(loaded.metadata()["json"].numpy())
-    assert meta["limits"] == export.LIMITS == {
-        "MAX_BATCH": export.MAX_BATCH, "MAX_SAMPLE": export.MAX_SAMPLE, "MAX_VALUES": export.MAX_VALUES,
-        "MAX_GRID": export.MAX_GRID}
+    assert meta["limits"] == limits.LIMITS == {
+        "MAX_BATCH": limits.MAX_BATCH, "MAX_SAMPLE": limits.MAX_SAMPLE, "MAX_VALUES": limits.MAX_VALUES,
+        "MAX_GRID": limits.MAX_GRID}
     t0, s0 = tf.constant(0.0), tf.constant(0, tf.int32)
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for n in (10**7, 2**31 - 1, export.MAX_SAMPLE + 1):
-        with pytest.raises(tf.errors.InvalidArgumentError, match=f"MAX_SAMPLE = {export.MAX_SAMPLE}"):
+    for n in (10**7, 2**31 - 1, limits.MAX_SAMPLE + 1):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=f"MAX_SAMPLE = {limits.MAX_SAMPLE}"):
             loaded.sample(tf.constant(n, tf.int32), s0, t0)
-    too_many = export.MAX_BATCH + 1
+    too_many = limits.MAX_BATCH + 1
     tokens = tf.fill([too_many, 24], 31)  # HOLD: valid tokens, too many measures
     z = tf.zeros([too_many, meta["z_dim"]])
     calls = {
@@ -82,21 +82,21 @@ def test_every_signature_refuses_oversized_requests_naming_the_limit(saved, attr
         "set_attribute": lambda: loaded.set_attribute(tokens, tf.constant(attribute), tf.constant(0.5), t0, s0),
     }
     for name, call in calls.items():
-        with pytest.raises(tf.errors.InvalidArgumentError, match=f"MAX_BATCH = {export.MAX_BATCH}"):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=f"MAX_BATCH = {limits.MAX_BATCH}"):
             call()
     one = tf.zeros([1, meta["z_dim"]])
-    with pytest.raises(tf.errors.InvalidArgumentError, match=f"MAX_VALUES = {export.MAX_VALUES}"):
-        loaded.traverse_z(one, tf.constant(attribute), tf.zeros([export.MAX_VALUES + 1]), t0, s0)
-    grid = tf.zeros([export.MAX_GRID // export.MAX_VALUES + 1, meta["z_dim"]])
-    with pytest.raises(tf.errors.InvalidArgumentError, match=f"MAX_GRID = {export.MAX_GRID}"):
-        loaded.traverse_z(grid, tf.constant(attribute), tf.zeros([export.MAX_VALUES]), t0, s0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"MAX_VALUES = {limits.MAX_VALUES}"):
+        loaded.traverse_z(one, tf.constant(attribute), tf.zeros([limits.MAX_VALUES + 1]), t0, s0)
+    grid = tf.zeros([limits.MAX_GRID // limits.MAX_VALUES + 1, meta["z_dim"]])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"MAX_GRID = {limits.MAX_GRID}"):
+        loaded.traverse_z(grid, tf.constant(attribute), tf.zeros([limits.MAX_VALUES]), t0, s0)
     # refused before allocating: the process's peak memory grew by far less than the 5.7 GB of n=10**7
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 1_000_000  # KiB
     # the limit itself is allowed
-    out = loaded.sample(tf.constant(export.MAX_BATCH // 256, tf.int32), s0, t0)
-    assert out["tokens"].shape == (export.MAX_BATCH // 256, 24)
+    out = loaded.sample(tf.constant(limits.MAX_BATCH // 256, tf.int32), s0, t0)
+    assert out["tokens"].shape == (limits.MAX_BATCH // 256, 24)
     # the NumPy client names the limit without calling the model
-    served = export.ServedModel(str(saved))
+    served = client.ServedModel(str(saved))
     with pytest.raises(ValueError, match="MAX_SAMPLE = "):
         served.sample(10**7)
     with pytest.raises(ValueError, match="seed = 99999999999 is outside the int32 range"):
@@ -106,10 +106,10 @@ def test_every_signature_refuses_oversized_requests_naming_the_limit(saved, attr
 def test_cli_sizes_and_seeds_are_bounded_with_named_errors(saved, attribute, nottingham_dir, tmp_path):
     steps = _cli("generate", f"--saved_model={saved}", f"--attribute={attribute}", "--steps=100000000",
                  f"--out={tmp_path / 'g'}")
-    assert steps.returncode == 2 and f"--steps=100000000: at most MAX_VALUES = {export.MAX_VALUES}" in steps.stderr
+    assert steps.returncode == 2 and f"--steps=100000000: at most MAX_VALUES = {limits.MAX_VALUES}" in steps.stderr
     grid = _cli("generate", f"--saved_model={saved}", f"--attribute={attribute}", "--steps=100",
                 "--num_traversals=1000", f"--out={tmp_path / 'g'}")
-    assert grid.returncode == 2 and f"MAX_GRID = {export.MAX_GRID}" in grid.stderr
+    assert grid.returncode == 2 and f"MAX_GRID = {limits.MAX_GRID}" in grid.stderr
     seed = _cli("generate", f"--saved_model={saved}", f"--attribute={attribute}", "--seed=99999999999",
                 f"--out={tmp_path / 'g'}")
     assert seed.returncode != 0 and "--seed=99999999999" in seed.stderr and "Traceback" not in seed.stderr
@@ -125,7 +125,7 @@ def test_cli_sizes_and_seeds_are_bounded_with_named_errors(saved, attribute, not
 @pytest.mark.slow
 def test_edit_outputs_are_all_or_nothing_and_foreign_files_are_kept(saved, attribute, nottingham_dir, tmp_path,
                                                                     monkeypatch):
-    served = export.ServedModel(str(saved))
+    served = client.ServedModel(str(saved))
     tune = editing.load_tune(str(nottingham_dir / BOOK), 0)
     settings = editing.parse_settings([f"{attribute}+=0.2"], list(served.maps))
     first = editing.edit_tune(served, tune, [2], settings)

@@ -10,7 +10,7 @@ import sys
 import note_seq
 import numpy as np
 
-from music_attr_vae import export
+from music_attr_vae.serving import export
 from music_attr_vae.data import attributes as attrs
 from music_attr_vae.data import measures
 from serving_helpers import canonical, notes_in_beats, read_abc_tokens

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from music_attr_vae import render
+from music_attr_vae.serving import abc_writer, render
 from music_attr_vae.data import abc_reader, measures
 from serving_helpers import canonical, notes_in_beats, read_abc_tokens
 
@@ -67,7 +67,7 @@ def music21_notes(score):
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(token_measures(), st.sampled_from(["C", "G", "D", "A", "F", "Bb", "Eb", "C#", "Cb", "auto"]))
 def test_abc_reads_back_in_music21(tokens, key):
-    abc = render.tokens_to_abc(tokens, title="random measures", key=key)
+    abc = abc_writer.tokens_to_abc(tokens, title="random measures", key=key)
     score = music21.converter.parse(abc, format="abc")
     assert music21_notes(score) == notes_in_beats(measures.tokens_to_sequence(tokens))
     total = fractions.Fraction(score.flatten().highestTime).limit_denominator(48)
@@ -77,7 +77,7 @@ def test_abc_reads_back_in_music21(tokens, key):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(token_measures(), st.sampled_from(["C", "D", "Bb", "F#", "Ab", "auto"]))
 def test_abc_reads_back_with_project_reader(tokens, key):
-    result, got = read_back_with_reader(render.tokens_to_abc(tokens, key=key))
+    result, got = read_back_with_reader(abc_writer.tokens_to_abc(tokens, key=key))
     expected = canonical(tokens)
     audible = [m for m in range(len(expected)) if (expected[m] < measures.NUM_PITCHES).any()]
     assert result.measure_indices.tolist() == audible
@@ -86,7 +86,7 @@ def test_abc_reads_back_with_project_reader(tokens, key):
 
 def test_real_measures_read_back(nottingham_dir):
     tokens = corpus_tokens(nottingham_dir)
-    abc = render.tokens_to_abc(tokens, title="corpus measures")
+    abc = abc_writer.tokens_to_abc(tokens, title="corpus measures")
     assert abc.startswith("X:1\nT:corpus measures\nM:4/4\nL:1/16\n")
     _, got = read_back_with_reader(abc)
     np.testing.assert_array_equal(got, canonical(tokens))
@@ -97,7 +97,7 @@ def test_ties_accidentals_and_triplets_are_spelled():
     bar1 = [p(66), HOLD, HOLD, p(65), HOLD, HOLD] + [p(70), HOLD, HOLD, HOLD, HOLD, HOLD] + [
         p(60), HOLD, p(62), HOLD, p(64), HOLD] + [p(72)] + [HOLD] * 5
     bar2 = [HOLD] * 6 + [REST] + [HOLD] * 5 + [p(60)] + [HOLD] * 11
-    abc = render.tokens_to_abc(np.array([bar1, bar2]), key="C")
+    abc = abc_writer.tokens_to_abc(np.array([bar1, bar2]), key="C")
     body = abc.strip().splitlines()[-1]
     # F# then F natural in the same bar needs an explicit natural; the c' tie crosses the barline.
     assert body.startswith("^F2 =F2 ^A4 (3C2D2E2 c4- | c4 z4 C8 |]"), body
@@ -105,7 +105,7 @@ def test_ties_accidentals_and_triplets_are_spelled():
 
 def test_unsupported_key_is_rejected():
     with pytest.raises(ValueError, match="unsupported key"):
-        render.tokens_to_abc(np.full((1, 24), HOLD), key="H")
+        abc_writer.tokens_to_abc(np.full((1, 24), HOLD), key="H")
 
 
 def test_midi_matches_tokens(tmp_path):

@@ -31,7 +31,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from music_attr_vae import fileio, render
+from music_attr_vae import fileio
+from music_attr_vae.serving import abc_writer, render
 from music_attr_vae.data import attributes as attrs
 from music_attr_vae.data import measures
 
@@ -326,11 +327,11 @@ def write_outputs(out_dir: str, tune: Tune, result: EditResult) -> Dict[str, str
         paths = {k: os.path.join(folder, name) for k, name in OUTPUT_FILES.items()}
         render.write_midi(result.after, paths["edited_midi"], transpose=back)
         render.write_midi(result.before, paths["original_midi"], transpose=back)
-        key = render.guess_key(result.before, back)  # the same signature for both versions
-        render.write_abc(
+        key = abc_writer.guess_key(result.before, back)  # the same signature for both versions
+        abc_writer.write_abc(
             result.after, paths["edited_abc"], title=f"{tune.title} (edited: {settings})", transpose=back, key=key
         )
-        render.write_abc(result.before, paths["original_abc"], title=tune.title, transpose=back, key=key)
+        abc_writer.write_abc(result.before, paths["original_abc"], title=tune.title, transpose=back, key=key)
         save_before_after(paths["picture"], tune, result)
         fileio.write_json(paths["report"], report)
 

@@ -1,0 +1,45 @@
+"""ServedModel, the one client of a SavedModel: names, ranges, errors and the calls evaluate uses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from music_attr_vae.data import attributes as attrs
+from music_attr_vae.data import measures
+from music_attr_vae.serving import client
+
+
+@pytest.fixture(scope="module")
+def served(quick_workdir) -> client.ServedModel:
+    path = quick_workdir / "saved_model"
+    assert (path / "saved_model.pb").is_file(), f"training did not export a SavedModel to {path}"
+    return client.ServedModel(str(path))
+
+
+def test_served_model_client_errors(served, tmp_path):
+    with pytest.raises(FileNotFoundError, match="saved_model.pb"):
+        client.ServedModel(str(tmp_path))
+    with pytest.raises(ValueError, match="regularises"):
+        served.dim_of("loudness")
+    name = next(iter(served.maps))
+    values = served.traversal_values(name, 5)
+    assert values[0] == pytest.approx(served.maps[name]["z_range"][0])
+    assert values[-1] == pytest.approx(served.maps[name]["z_range"][1])
+
+
+def test_reference_measures_encode_and_teacher_forcing(served):
+    tokens, values = served.reference_measures()
+    assert tokens.shape[1] == measures.TICKS_PER_MEASURE and len(tokens) == len(values) > 0
+    np.testing.assert_allclose(values, attrs.compute_all(tokens), atol=1e-5)  # the stored attributes are the real ones
+    z_mean, z_log_var = served.encode_distribution(tokens[:32])
+    assert z_mean.shape == z_log_var.shape == (len(tokens[:32]), served.z_dim)
+    np.testing.assert_allclose(served.encode(tokens[:32]), z_mean, atol=1e-6)
+    assert served.has_function("teacher_forced_nll") and not served.has_function("no_such_function")
+    nll, accuracy = served.teacher_forced_nll(tokens[:32])
+    assert nll.shape == accuracy.shape == (len(tokens[:32]),)
+    assert np.all(nll >= 0) and np.all((accuracy >= 0) & (accuracy <= 1))
+    # A measure the decoder reproduces free-running is mostly right under teacher forcing too.
+    same = np.all(served.decode(z_mean) == tokens[:32], axis=1)
+    if same.any():
+        assert accuracy[same].mean() > 0.5
