@@ -61,7 +61,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from scipy import special
 
-from music_attr_vae import configs_loader, fileio
+from music_attr_vae import batching, configs_loader, fileio
 from music_attr_vae import workdir as wd
 from music_attr_vae.data import attributes as attrs
 from music_attr_vae.data import measures
@@ -127,10 +127,9 @@ class ModelInfo:
 
 def _run_batched(fn: Callable, inputs: Sequence[np.ndarray], batch_size: int) -> List[tuple]:
     """Apply ``fn`` to consecutive batches of ``inputs``; returns the per-batch outputs as NumPy."""
-    n = len(inputs[0])
     outputs = []
-    for start in range(0, n, batch_size):
-        out = fn(*[x[start : start + batch_size] for x in inputs])
+    for part in batching.batch_slices(len(inputs[0]), batch_size):
+        out = fn(*[x[part] for x in inputs])
         out = out if isinstance(out, tuple) else (out,)
         outputs.append(tuple(np.asarray(o) for o in out))
     return outputs

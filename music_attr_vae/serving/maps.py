@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from music_attr_vae import configs_loader
+from music_attr_vae import batching, configs_loader
 from music_attr_vae.data import attributes as attrs
 from music_attr_vae.data import measures
 
@@ -25,7 +25,7 @@ FIT_BATCH = 512
 
 
 def _batched(fn, array: np.ndarray, batch: int = FIT_BATCH) -> List:
-    return [fn(array[i : i + batch]) for i in range(0, len(array), batch)]
+    return [fn(part) for part in batching.batches(array, batch)]
 
 
 def fit_monotone_map(z: np.ndarray, values: np.ndarray, knots: int = MAP_KNOTS) -> dict:
