@@ -123,8 +123,8 @@ def decode_text(data: bytes) -> str:
         return data.decode("latin-1")
 
 
-def _looks_like_abc(text: str) -> bool:
-    return any(line.startswith("X:") for line in text.splitlines())
+def _looks_like_abc(text: str, fields=("X:",)) -> bool:
+    return any(line.startswith(fields) for line in text.splitlines())
 
 
 def _looks_like_folk_rnn(text: str) -> bool:
@@ -152,8 +152,10 @@ def detect_kind(path: str) -> str:
         return "abc"
     if _looks_like_folk_rnn(text):
         return "folk_rnn"
+    if _looks_like_abc(text, ("K:",)):  # a tune written without X:, which ABC 2.1 allows
+        return "abc"
     if ext in ABC_EXTENSIONS:
-        raise SourceError(f"{path}: no ABC tune in this file (no X: line)")
+        raise SourceError(f"{path}: no ABC tune in this file (no X: or K: line)")
     raise SourceError(f"{path}: not an ABC tune book, a folk-rnn token file or a MIDI file")
 
 

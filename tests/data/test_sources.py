@@ -71,6 +71,19 @@ def test_kinds_are_detected_from_content(tmp_path):
     assert kinds == {"book.txt": "abc", "tokens": "folk_rnn", "song.bin": "midi"}
 
 
+def test_a_single_tune_file_without_an_x_line_is_read(tmp_path):
+    """ABC 2.1 lets a file hold one tune with no X: field; it is read, not refused as 'no ABC tune'."""
+    path = tmp_path / "tune.abc"
+    path.write_text("T:No number\nM:4/4\nL:1/8\nK:G\nGABc dedB|dedB dedB|c2ec B2dB|A2A2 A4|\n")
+    files = sources.resolve_source(str(path))
+    assert [f.kind for f in files] == ["abc"]
+    raw = sources.read_raw_tunes(files)
+    assert len(raw) == 1
+    sequence = sources.raw_tune_to_sequence(raw[0])
+    assert [n.pitch for n in sequence.notes][:4] == [67, 69, 71, 72]  # G A B c in G major
+    assert len(sequence.notes) == 25
+
+
 def test_bad_sources_get_errors_that_name_them(tmp_path):
     missing = tmp_path / "nowhere" / "tunes.abc"
     with pytest.raises(SourceError, match="nowhere/tunes.abc"):
