@@ -46,7 +46,8 @@ def _parse_overrides(items):
 
 def _measures(data_dir, n, seed=0):
     """(tokens, attributes): real training measures, or random valid ones."""
-    from music_attr_vae.data import attributes, measures
+    from music_attr_vae.data import attributes
+    from music_attr_vae.data.codec import CODEC
 
     if data_dir:
         from music_attr_vae.data import loader
@@ -55,8 +56,8 @@ def _measures(data_dir, n, seed=0):
         pick = np.random.default_rng(seed).choice(len(arrays["tokens"]), n, replace=len(arrays["tokens"]) < n)
         return arrays["tokens"][pick], arrays["attributes"][pick]
     rng = np.random.default_rng(seed)
-    tokens = rng.choice(measures.VOCAB_SIZE, size=(n, measures.TICKS_PER_MEASURE), p=None).astype(np.int32)
-    tokens[:, 0] = rng.integers(0, measures.REST + 1, n)  # no HOLD on tick 0, as in the data
+    tokens = rng.choice(CODEC.vocab_size, size=(n, CODEC.ticks_per_measure), p=None).astype(np.int32)
+    tokens[:, 0] = rng.integers(0, CODEC.rest + 1, n)  # no HOLD on tick 0, as in the data
     return tokens, attributes.compute_all(tokens)
 
 

@@ -1,7 +1,7 @@
 """Musical attributes of token measures, in NumPy and as TensorFlow ops.
 
 Every function takes a batch of token measures of shape (N, 24) (see
-``measures.py`` for the vocabulary) and returns float32 values of shape (N,).
+``codec.py`` for the vocabulary) and returns float32 values of shape (N,).
 The NumPy and TF versions compute the same formula and agree to float32
 precision (tests/data/test_attributes.py checks this on the corpus).
 
@@ -31,7 +31,7 @@ from typing import Dict
 
 import numpy as np
 
-from music_attr_vae.data import measures
+from music_attr_vae.data.codec import CODEC
 
 ATTRIBUTE_NAMES = ("rhythmic_complexity", "pitch_range", "note_density", "contour")
 
@@ -40,10 +40,10 @@ METRICAL_WEIGHTS = np.array(
     [w for w0 in _BEAT_W0 for w in (w0, 1.0, 2.0, 0.5, 2.0, 1.0)], dtype=np.float32
 )
 METRICAL_WEIGHT_SUM = 27.79  # == METRICAL_WEIGHTS.sum()
-PITCH_RANGE_NORM = float(measures.MAX_PITCH - measures.MIN_PITCH)  # 29
+PITCH_RANGE_NORM = float(CODEC.max_pitch - CODEC.min_pitch)  # 29
 
 # PREV[i, j] = 1 when tick j comes before tick i: used to find the previous onset.
-_BEFORE = np.tril(np.ones((measures.TICKS_PER_MEASURE,) * 2, np.float32), k=-1)
+_BEFORE = np.tril(np.ones((CODEC.ticks_per_measure,) * 2, np.float32), k=-1)
 
 
 def attribute_index(name: str) -> int:
@@ -65,18 +65,18 @@ def _np_tokens(tokens) -> np.ndarray:
 
 
 def rhythmic_complexity(tokens) -> np.ndarray:
-    onsets = (_np_tokens(tokens) < measures.NUM_PITCHES).astype(np.float32)
+    onsets = (_np_tokens(tokens) < CODEC.num_pitches).astype(np.float32)
     return (onsets @ METRICAL_WEIGHTS / np.float32(METRICAL_WEIGHT_SUM)).astype(np.float32)
 
 
 def note_density(tokens) -> np.ndarray:
-    onsets = _np_tokens(tokens) < measures.NUM_PITCHES
-    return (onsets.sum(-1) / np.float32(measures.TICKS_PER_MEASURE)).astype(np.float32)
+    onsets = _np_tokens(tokens) < CODEC.num_pitches
+    return (onsets.sum(-1) / np.float32(CODEC.ticks_per_measure)).astype(np.float32)
 
 
 def pitch_range(tokens) -> np.ndarray:
     arr = _np_tokens(tokens)
-    onsets = arr < measures.NUM_PITCHES
+    onsets = arr < CODEC.num_pitches
     pitch = arr.astype(np.float32)
     high = np.where(onsets, pitch, -np.inf).max(-1)
     low = np.where(onsets, pitch, np.inf).min(-1)
@@ -86,9 +86,9 @@ def pitch_range(tokens) -> np.ndarray:
 
 def contour(tokens) -> np.ndarray:
     arr = _np_tokens(tokens)
-    onsets = arr < measures.NUM_PITCHES
+    onsets = arr < CODEC.num_pitches
     pitch = arr.astype(np.float32)
-    positions = np.arange(measures.TICKS_PER_MEASURE, dtype=np.float32)
+    positions = np.arange(CODEC.ticks_per_measure, dtype=np.float32)
     # Index of the latest onset strictly before each tick (-1 when none).
     idx = np.where(onsets, positions, -1.0)
     prev = np.max(np.where(_BEFORE[None] > 0, idx[:, None, :], -1.0), axis=-1).astype(np.int64)
@@ -130,20 +130,20 @@ def tf_compute_all(tokens):
     import tensorflow as tf
 
     tokens = tf.convert_to_tensor(tokens)
-    onsets = tokens < measures.NUM_PITCHES
+    onsets = tokens < CODEC.num_pitches
     onsets_f = tf.cast(onsets, tf.float32)
     pitch = tf.cast(tokens, tf.float32)
     count = tf.reduce_sum(onsets_f, -1)
 
     rhythm = tf.linalg.matvec(onsets_f, tf.constant(METRICAL_WEIGHTS)) / METRICAL_WEIGHT_SUM
-    density = count / float(measures.TICKS_PER_MEASURE)
+    density = count / float(CODEC.ticks_per_measure)
 
     big = tf.constant(1e9, tf.float32)
     high = tf.reduce_max(tf.where(onsets, pitch, -big), -1)
     low = tf.reduce_min(tf.where(onsets, pitch, big), -1)
     prange = tf.where(count >= 2, (high - low) / PITCH_RANGE_NORM, 0.0)
 
-    positions = tf.range(measures.TICKS_PER_MEASURE, dtype=tf.float32)
+    positions = tf.range(CODEC.ticks_per_measure, dtype=tf.float32)
     idx = tf.where(onsets, positions[None, :], -1.0)
     before = tf.constant(_BEFORE) > 0
     prev = tf.reduce_max(tf.where(before[None], idx[:, None, :], -1.0), -1)

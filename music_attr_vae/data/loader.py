@@ -32,7 +32,9 @@ from typing import Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from music_attr_vae.data import attributes, measures
+from music_attr_vae.data import attributes
+
+from music_attr_vae.data.codec import CODEC
 from music_attr_vae.data.schema import (
     FEATURES,
     MEASURE_INDEX_KEY,
@@ -77,7 +79,7 @@ def expand_measures(parsed: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     offsets = tf.range(tf.size(rows)) - tf.gather(tf.cumsum(counts, exclusive=True), rows)
     out = {key: tf.gather(value, rows) for key, value in parsed.items() if key != NUM_TRANSPOSITIONS_KEY}
     tokens = tf.cast(out[TOKENS_KEY], tf.int32)
-    out[TOKENS_KEY] = tf.where(tokens < measures.NUM_PITCHES, tokens + offsets[:, None], tokens)
+    out[TOKENS_KEY] = tf.where(tokens < CODEC.num_pitches, tokens + offsets[:, None], tokens)
     if TRANSPOSITION_KEY in out:
         out[TRANSPOSITION_KEY] += tf.cast(offsets, tf.int64)
     return out
@@ -208,7 +210,7 @@ def load_arrays(data_dir: str, split: str) -> Dict[str, np.ndarray]:
     def cat(key, shape, dtype):
         return np.concatenate(parts[key]).astype(dtype) if parts[key] else np.zeros(shape, dtype)
 
-    n_ticks = measures.TICKS_PER_MEASURE
+    n_ticks = CODEC.ticks_per_measure
     attrs = [cat(name, (0,), np.float32) for name in attributes.ATTRIBUTE_NAMES]
     tune_ids = cat(TUNE_ID_KEY, (0,), object)
     return {

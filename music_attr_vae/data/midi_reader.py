@@ -17,9 +17,9 @@ Real MIDI files differ from rendered scores in three ways this reader undoes:
    steps per quarter (16ths and 8th-note triplets).  An onset within
    :data:`ONSET_TOLERANCE_STEPS` of a step moves onto it (its release moves to
    the nearest step); any other onset (32nds, quintuplets) keeps its time, so
-   ``measures.py`` drops its bar as ``off_grid_onset``.  16th-note triplets
+   ``codec.py`` drops its bar as ``off_grid_onset``.  16th-note triplets
    land on steps the 24-tick measure grid lacks and are dropped there too.
-3. **Bar phase.**  ``measures.py`` counts bars from time 0.  A file whose first
+3. **Bar phase.**  ``codec.py`` counts bars from time 0.  A file whose first
    note starts after some silence is taken at its word (``phase_source:
    file``).  When the first note sits at time 0 in 4/4 or 2/2 the first
    downbeat is searched (``detected``): each of the 48 steps of a bar is scored
@@ -51,7 +51,7 @@ from note_seq.protobuf import music_pb2
 
 from music_attr_vae.data import abc_reader
 from music_attr_vae.data.abc_reader import SkipTune
-from music_attr_vae.data.measures import FOUR_FOUR_METERS, MAX_PITCH, MIN_PITCH
+from music_attr_vae.data.codec import CODEC
 
 MAX_OVERLAP_FRACTION = 0.05
 # With no monophonic part, a part with double stops up to this share of overlapping notes is read as
@@ -153,7 +153,7 @@ class _Part:
     def finish(self) -> None:
         self.notes.sort(key=lambda n: (n[1], -n[0]))
         self.overlap = _overlap_fraction(self.notes)
-        self.in_range = sum(MIN_PITCH <= p <= MAX_PITCH for p, _, _ in self.notes)
+        self.in_range = sum(CODEC.min_pitch <= p <= CODEC.max_pitch for p, _, _ in self.notes)
 
     def matches(self, track: Optional[str], program: Optional[int]) -> bool:
         if program is not None and self.program != program:
@@ -304,7 +304,7 @@ def bar_phase(melody: Sequence[Tuple[int, float, float]], accompaniment: Sequenc
     first = min(s for _, s, _ in melody)
     bar = first_meter[0] * 4.0 / first_meter[1]
     file_pickup = round((-first) % bar, 6) % bar
-    if tuple(first_meter) not in FOUR_FOUR_METERS:
+    if tuple(first_meter) not in CODEC.METERS:
         return 0.0, file_pickup, "not_4_4"
     steps, end = _on_grid_steps(melody)
     if len(steps) == 0 or steps[0] > 0:

@@ -3,7 +3,7 @@
 Per tune::
 
     RawTune --sources.raw_tune_to_sequence--> NoteSequence
-            --measures.sequence_to_grids-->   (M, 24) raw-MIDI grids
+            --CODEC.to_grids-->   (M, 24) raw-MIDI grids
             --allowed transpositions-->        (M, 24) tokens in the lowest allowed key,
                                                (M, 4) attributes, the shift range
             --writer.serialize_measures, TFRecord framing--> one record per measure
@@ -30,7 +30,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from music_attr_vae import batching, fileio
-from music_attr_vae.data import attributes, measures, writer
+from music_attr_vae.data import attributes, writer
+from music_attr_vae.data.codec import CODEC
 
 # Tune-level reason for a tune that parsed but kept no measure.
 NO_MEASURES = "no_usable_measures"
@@ -71,10 +72,10 @@ class TuneMeasures:
         n_shifts, n_measures = len(self.shifts), len(self)
         offsets = np.arange(n_shifts, dtype=np.int32)
         tokens = np.repeat(self.tokens.astype(np.int32), n_shifts, axis=0)
-        pitch = tokens < measures.NUM_PITCHES
+        pitch = tokens < CODEC.num_pitches
         tokens = np.where(pitch, tokens + np.tile(offsets, n_measures)[:, None], tokens)
         return TuneExamples(
-            tokens=tokens.reshape(-1, measures.TICKS_PER_MEASURE),
+            tokens=tokens.reshape(-1, CODEC.ticks_per_measure),
             attributes=np.repeat(self.attributes, n_shifts, axis=0),
             measure_index=np.repeat(np.asarray(self.measure_index, np.int64), n_shifts),
             transposition=np.tile(np.asarray(self.shifts, np.int64), n_measures),
@@ -127,25 +128,25 @@ def select_measures(grids: np.ndarray, measure_indices: np.ndarray, max_shift: i
     dropped and the shifts valid for the rest are used (always including 0).
     Returns ``(grids, measure_indices, shifts, n_out_of_range)``.
     """
-    shifts = measures.valid_shifts(grids, max_shift)
+    shifts = CODEC.valid_shifts(grids, max_shift)
     if shifts or len(grids) == 0:
         return grids, measure_indices, shifts, 0
     onset = grids >= 0
-    out = onset & ((grids < measures.MIN_PITCH) | (grids > measures.MAX_PITCH))
+    out = onset & ((grids < CODEC.min_pitch) | (grids > CODEC.max_pitch))
     keep = ~out.any(axis=1)
     grids, measure_indices = grids[keep], measure_indices[keep]
-    return grids, measure_indices, measures.valid_shifts(grids, max_shift), int((~keep).sum())
+    return grids, measure_indices, CODEC.valid_shifts(grids, max_shift), int((~keep).sum())
 
 
 def tune_measures(grids: np.ndarray, measure_indices: np.ndarray, shifts: Sequence[int]) -> TuneMeasures:
     """Tokens (in the key ``shifts[0]``) and attributes of each kept measure, with its shifts."""
     if len(grids) == 0 or not shifts:
-        return TuneMeasures(np.zeros((0, measures.TICKS_PER_MEASURE), np.int32),
+        return TuneMeasures(np.zeros((0, CODEC.ticks_per_measure), np.int32),
                             np.zeros((0, len(attributes.ATTRIBUTE_NAMES)), np.float32), np.zeros((0,), np.int64), ())
     shifts = tuple(int(s) for s in shifts)
     if shifts != tuple(range(shifts[0], shifts[0] + len(shifts))):
         raise ValueError(f"allowed shifts must be consecutive; got {shifts}")
-    tokens = measures.grids_to_tokens(grids, shifts[0]).astype(np.int32)
+    tokens = CODEC.grids_to_tokens(grids, shifts[0]).astype(np.int32)
     return TuneMeasures(tokens, attributes.compute_all(tokens).astype(np.float32),
                         np.asarray(measure_indices, np.int64), shifts)
 
@@ -161,7 +162,7 @@ def tune_digest(grids: np.ndarray) -> str:
 
 def sequence_result(sequence, tune_id: str, max_shift: int) -> TuneResult:
     """Measures, transpositions and examples of one parsed tune."""
-    grid_result = measures.sequence_to_grids(sequence)
+    grid_result = CODEC.to_grids(sequence)
     dropped = collections.Counter(grid_result.dropped)
     grids, indices, shifts, n_out = select_measures(grid_result.grids, grid_result.measure_indices, max_shift)
     if n_out:

@@ -28,7 +28,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from music_attr_vae import fileio
-from music_attr_vae.data import attributes, measures, splits, writer
+from music_attr_vae.data import attributes, splits, writer
+from music_attr_vae.data.codec import CODEC
 from music_attr_vae.data.pipeline import NO_MEASURES, PITCH_OUT_OF_RANGE, TuneResult, run_pipeline  # noqa: F401
 from music_attr_vae.data.schema import (  # noqa: F401  (re-exported: the names callers of prepare use)
     DEFAULT_SPLIT_FRACTIONS,
@@ -295,7 +296,7 @@ def prepare(
         summary = read_summary(str(source))
         summary["data_dir"] = os.path.abspath(str(source))
         return summary
-    max_shift = _check_int("max_shift", max_shift, 0, measures.NUM_PITCHES - 1)
+    max_shift = _check_int("max_shift", max_shift, 0, CODEC.num_pitches - 1)
     seed = _check_int("seed", seed, 0)
     fractions = check_split_fractions(split_fractions)
     if num_shards is not None:
@@ -380,7 +381,7 @@ def _build_and_write(results, split_of, out, files, seed, num_shards, params, pe
             entry["records"] = None
         summary = {
             "format_version": FORMAT_VERSION,
-            "vocabulary": measures.vocabulary(),
+            "vocabulary": CODEC.to_json(),
             "attribute_names": list(attributes.ATTRIBUTE_NAMES),
             "features": describe_features(),
             "parameters": params,

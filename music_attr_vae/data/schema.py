@@ -19,7 +19,9 @@ from __future__ import annotations
 import re
 from typing import Dict, Tuple
 
-from music_attr_vae.data import attributes, measures
+from music_attr_vae.data import attributes
+
+from music_attr_vae.data.codec import CODEC
 
 SPLITS = ("train", "validation", "test")
 SUMMARY_FILE = "summary.json"
@@ -39,7 +41,7 @@ NUM_TRANSPOSITIONS_KEY = "num_transpositions"
 # key -> (dtype name, shape), in the order the summary lists them.  "int64", "float" and
 # "bytes" are the three tf.train.Example list kinds.
 FEATURES: Dict[str, Tuple[str, Tuple[int, ...]]] = {
-    TOKENS_KEY: ("int64", (measures.TICKS_PER_MEASURE,)),
+    TOKENS_KEY: ("int64", (CODEC.ticks_per_measure,)),
     **{name: ("float", ()) for name in attributes.ATTRIBUTE_NAMES},
     TUNE_ID_KEY: ("bytes", ()),
     MEASURE_INDEX_KEY: ("int64", ()),

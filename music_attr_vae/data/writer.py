@@ -18,7 +18,9 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from music_attr_vae.data import attributes, measures, schema
+from music_attr_vae.data import attributes, schema
+
+from music_attr_vae.data.codec import CODEC
 
 # Default shard size target, in bytes of serialized records.
 TARGET_SHARD_BYTES = 16 * 1024 * 1024
@@ -70,7 +72,7 @@ def _constant_prefix(key: str, feature_payload_len: int, make_feature) -> bytes:
 
 _FLOAT_PREFIX = {name: _constant_prefix(name, 4, _float_feature) for name in attributes.ATTRIBUTE_NAMES}
 _TOKENS_PREFIX = _constant_prefix(
-    schema.TOKENS_KEY, measures.TICKS_PER_MEASURE, lambda b: _length_delimited(0x1A, _length_delimited(0x0A, b))
+    schema.TOKENS_KEY, CODEC.ticks_per_measure, lambda b: _length_delimited(0x1A, _length_delimited(0x0A, b))
 )
 # Protobuf's deterministic serialisation writes map entries sorted by key.
 _KEY_ORDER = sorted(schema.FEATURES)
@@ -88,7 +90,7 @@ def serialize_measures(tune_id: str, tokens: np.ndarray, attribute_values: np.nd
     tokens = np.asarray(tokens)
     if tokens.size and (tokens.min() < 0 or tokens.max() >= 128):
         raise ValueError("tokens must lie in 0..127 to be written as one-byte varints")
-    n_ticks = measures.TICKS_PER_MEASURE
+    n_ticks = CODEC.ticks_per_measure
     n_attrs = len(attributes.ATTRIBUTE_NAMES)
     token_bytes = np.ascontiguousarray(tokens, dtype=np.uint8).tobytes()
     attr_bytes = np.ascontiguousarray(attribute_values, dtype="<f4").tobytes()

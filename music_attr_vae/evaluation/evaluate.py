@@ -64,7 +64,7 @@ from scipy import special
 from music_attr_vae import batching, configs_loader, fileio
 from music_attr_vae import workdir as wd
 from music_attr_vae.data import attributes as attrs
-from music_attr_vae.data import measures
+from music_attr_vae.data.codec import CODEC
 from music_attr_vae.evaluation import figures, metrics
 
 SCHEMA_VERSION = 1
@@ -188,7 +188,7 @@ class KerasLatentModel(LatentModel):
         self.batch_size = batch_size
         # One trace each, whatever the batch size (the last batch is usually smaller).
         # The model's loops over the 24 ticks are Python loops, unrolled at trace time: no autograph.
-        tokens_spec = tf.TensorSpec([None, measures.TICKS_PER_MEASURE], tf.int32)
+        tokens_spec = tf.TensorSpec([None, CODEC.ticks_per_measure], tf.int32)
         z_spec = tf.TensorSpec([None, self.z_dim], tf.float32)
         self._encode_fn = tf.function(lambda t: model.encode(t), input_signature=[tokens_spec], autograph=False)
         self._decode_fn = tf.function(lambda z: model.decode(z, temperature=0.0, seed=0),

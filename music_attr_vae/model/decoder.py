@@ -8,7 +8,7 @@
   input at every tick is the embedding of the *previous token of the measure*
   (the shift runs over the whole 24-token sequence, so tick 0 of beat 2 sees
   the last token of beat 1; tick 0 of the measure sees a START id,
-  ``START = VOCAB_SIZE``) joined with the beat vector.
+  ``START = CODEC.vocab_size``) joined with the beat vector.
 
 Teacher forcing (training, ``teacher_forced``): the previous tokens are known,
 so the tick GRU runs the 4 beats *in parallel* as a batch of ``B*4``
@@ -22,7 +22,7 @@ a SavedModel.
 position is scored.  The decoder applies one *grammar mask* (when
 ``mask_hold_at_start``): HOLD is forbidden on tick 0 of the measure, because
 the data never starts a measure with HOLD (a note tied over the barline is
-re-struck, see ``data/measures.py``).  The mask sets that logit to a large
+re-struck, see ``data/codec.py``).  The mask sets that logit to a large
 negative value in both modes, so free running can never emit it and its
 probability is 0 in the teacher-forced distribution.
 """
@@ -32,11 +32,11 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from music_attr_vae.data.measures import BEATS_PER_MEASURE, HOLD, TICKS_PER_BEAT, TICKS_PER_MEASURE, VOCAB_SIZE
+from music_attr_vae.data.codec import CODEC, MeasureCodec
 from music_attr_vae.model.encoder import lookup, stateless_dropout
 from music_attr_vae.model.gru import GRU
 
-START = VOCAB_SIZE
+START = CODEC.vocab_size  # the START input id of decoders built from CODEC
 MASKED_LOGIT = -1e9
 
 
@@ -73,9 +73,12 @@ class HierarchicalDecoder(keras.layers.Layer):
         unroll: bool = True,
         matmul_dtype: str = "float32",
         token_dropout: float = 0.0,
+        codec: MeasureCodec = CODEC,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.codec = codec
+        self.start = codec.vocab_size  # id of the START input token
         self.token_dropout = float(token_dropout)
         self.z_dim = int(z_dim)
         self.embed_dim = int(embed_dim)
@@ -90,8 +93,8 @@ class HierarchicalDecoder(keras.layers.Layer):
                 gru = GRU(hidden, chains=chains, unroll=unroll, matmul_dtype=matmul_dtype, name=f"{level}_gru_{i}")
                 setattr(self, f"{level}_gru_{i}", gru)
         self.tick_init = keras.layers.Dense(hidden * num_layers, activation="tanh", name="tick_init")
-        self.token_embedding = keras.layers.Embedding(VOCAB_SIZE + 1, embed_dim, name="prev_token_embedding")
-        self.output_head = keras.layers.Dense(VOCAB_SIZE, name="token_logits")
+        self.token_embedding = keras.layers.Embedding(codec.vocab_size + 1, embed_dim, name="prev_token_embedding")
+        self.output_head = keras.layers.Dense(codec.vocab_size, name="token_logits")
 
     @property
     def beat_rnns(self):
@@ -107,9 +110,9 @@ class HierarchicalDecoder(keras.layers.Layer):
         self.tick_init.build((None, h))
         self.token_embedding.build((None,))
         for i, rnn in enumerate(self.beat_rnns):
-            rnn.build((None, BEATS_PER_MEASURE, self.z_dim if i == 0 else h))
+            rnn.build((None, self.codec.beats_per_measure, self.z_dim if i == 0 else h))
         for i, rnn in enumerate(self.tick_rnns):
-            rnn.build((None, TICKS_PER_BEAT, self.embed_dim + h if i == 0 else h))
+            rnn.build((None, self.codec.ticks_per_beat, self.embed_dim + h if i == 0 else h))
         self.output_head.build((None, h))
         self.built = True
 
@@ -120,7 +123,7 @@ class HierarchicalDecoder(keras.layers.Layer):
         states = _split_states(self.beat_init(z), self.num_layers)
         first = self.beat_rnns[0]
         # the input is z at every beat: project it once
-        x_proj = tf.repeat(first.project(z)[:, None, :], BEATS_PER_MEASURE, axis=1)
+        x_proj = tf.repeat(first.project(z)[:, None, :], self.codec.beats_per_measure, axis=1)
         x = first.run(x_proj, states[0])[0]
         for rnn, state in zip(self.beat_rnns[1:], states[1:]):
             x = rnn.run(rnn.project(x), state)[0]
@@ -138,8 +141,9 @@ class HierarchicalDecoder(keras.layers.Layer):
 
     def _start_mask(self):
         """Boolean (24, VOCAB) grammar mask: True where a logit is forbidden."""
-        mask = tf.one_hot([HOLD if self.mask_hold_at_start else -1], VOCAB_SIZE, on_value=True, off_value=False)
-        rest = tf.zeros([TICKS_PER_MEASURE - 1, VOCAB_SIZE], tf.bool)
+        c = self.codec
+        mask = tf.one_hot([c.hold if self.mask_hold_at_start else -1], c.vocab_size, on_value=True, off_value=False)
+        rest = tf.zeros([c.ticks_per_measure - 1, c.vocab_size], tf.bool)
         return tf.concat([mask, rest], axis=0)
 
     def apply_mask(self, logits):
@@ -155,14 +159,14 @@ class HierarchicalDecoder(keras.layers.Layer):
         seed = seed if training else None
         tokens = tf.cast(tokens, tf.int32)
         batch = tf.shape(tokens)[0]
-        rows = batch * BEATS_PER_MEASURE
+        rows = batch * self.codec.beats_per_measure
         beats = tf.reshape(self.beat_vectors(z), [rows, self.hidden])  # one row per (measure, beat)
-        prev = tf.concat([tf.fill([batch, 1], START), tokens[:, :-1]], axis=1)  # (B, 24)
+        prev = tf.concat([tf.fill([batch, 1], self.start), tokens[:, :-1]], axis=1)  # (B, 24)
         if seed is not None and self.token_dropout > 0.0:
             salted = tf.cast(seed, tf.int32) + tf.constant([0, 7919 * 100], tf.int32)
             drop = tf.random.stateless_uniform(tf.shape(prev), seed=salted) < self.token_dropout
-            prev = tf.where(drop, tf.fill(tf.shape(prev), START), prev)
-        prev = tf.reshape(prev, [rows, TICKS_PER_BEAT])
+            prev = tf.where(drop, tf.fill(tf.shape(prev), self.start), prev)
+        prev = tf.reshape(prev, [rows, self.codec.ticks_per_beat])
         first = self.tick_rnns[0]
         if seed is None or self.dropout <= 0.0:
             # [emb(prev), beat] @ W = table[prev] + beat @ W_beat: the beat part once per beat
@@ -171,14 +175,14 @@ class HierarchicalDecoder(keras.layers.Layer):
         else:
             emb = stateless_dropout(self.token_embedding(prev), self.dropout, seed, salt=101)
             beat_in = stateless_dropout(beats, self.dropout, seed, salt=102)
-            beat_in = tf.repeat(beat_in[:, None, :], TICKS_PER_BEAT, axis=1)
+            beat_in = tf.repeat(beat_in[:, None, :], self.codec.ticks_per_beat, axis=1)
             x_proj = first.project(tf.concat([emb, beat_in], axis=-1))
         states = _split_states(self.tick_init(beats), self.num_layers)
         x = first.run(x_proj, states[0])[0]
         for i, (rnn, state) in enumerate(zip(self.tick_rnns[1:], states[1:])):
             x = stateless_dropout(x, self.dropout, seed, salt=103 + i)
             x = rnn.run(rnn.project(x), state)[0]
-        logits = tf.reshape(self.output_head(x), [batch, TICKS_PER_MEASURE, VOCAB_SIZE])
+        logits = tf.reshape(self.output_head(x), [batch, self.codec.ticks_per_measure, self.codec.vocab_size])
         return self.apply_mask(logits)
 
     def free_running(self, z, temperature=0.0, seed=0):
@@ -210,7 +214,7 @@ class HierarchicalDecoder(keras.layers.Layer):
 
         def pick(logits, tick, table):
             probs = tf.nn.softmax(logits / temperature, axis=-1)
-            return tf.matmul(probs, table[:VOCAB_SIZE]), probs
+            return tf.matmul(probs, table[:self.codec.vocab_size]), probs
 
         return self._free_loop(z, pick)
 
@@ -222,14 +226,14 @@ class HierarchicalDecoder(keras.layers.Layer):
         _, beat_kernel = self._split_tick_kernel()
         hold_at_start = self._start_mask()[0][None]
         recurrent = [rnn.recurrent_operand() for rnn in self.tick_rnns]
-        token_in = lookup(table, tf.fill([batch], START))
+        token_in = lookup(table, tf.fill([batch], self.start))
         outputs, out_logits = [], []
-        for b in range(BEATS_PER_MEASURE):
+        for b in range(self.codec.beats_per_measure):
             beat = beats[:, b]
             beat_proj = tf.matmul(beat, beat_kernel)
             states = _split_states(self.tick_init(beat), self.num_layers)
-            for t in range(TICKS_PER_BEAT):
-                tick = b * TICKS_PER_BEAT + t
+            for t in range(self.codec.ticks_per_beat):
+                tick = b * self.codec.ticks_per_beat + t
                 x_proj = token_in + beat_proj
                 for i, rnn in enumerate(self.tick_rnns):
                     states[i] = rnn.step(x_proj, states[i], recurrent[i])

@@ -22,7 +22,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from music_attr_vae.data.measures import TICKS_PER_MEASURE, VOCAB_SIZE
+from music_attr_vae.data.codec import CODEC, MeasureCodec
 from music_attr_vae.model.gru import BiGRU
 
 
@@ -73,14 +73,16 @@ class Encoder(keras.layers.Layer):
         chains: int = 1,
         unroll: bool = True,
         matmul_dtype: str = "float32",
+        codec: MeasureCodec = CODEC,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.codec = codec
         self.z_dim = int(z_dim)
         self.embed_dim = int(embed_dim)
         self.hidden = int(hidden)
         self.dropout = float(dropout)
-        self.embedding = keras.layers.Embedding(VOCAB_SIZE, embed_dim, name="token_embedding")
+        self.embedding = keras.layers.Embedding(codec.vocab_size, embed_dim, name="token_embedding")
         self.num_layers = int(num_layers)
         # one attribute per layer (not a list): tf.train.Checkpoint tracks attributes, not Keras' lists
         for i in range(num_layers):
@@ -100,10 +102,10 @@ class Encoder(keras.layers.Layer):
         return [getattr(self, f"bigru_{i}") for i in range(self.num_layers)]
 
     def build(self, input_shape=None):
-        self.embedding.build((None, TICKS_PER_MEASURE))
+        self.embedding.build((None, self.codec.ticks_per_measure))
         in_dim = self.embed_dim
         for rnn in self.rnns:
-            rnn.build((None, TICKS_PER_MEASURE, in_dim))
+            rnn.build((None, self.codec.ticks_per_measure, in_dim))
             in_dim = 2 * self.hidden
         self.mean_head.build((None, in_dim))
         self.log_var_head.build((None, in_dim))

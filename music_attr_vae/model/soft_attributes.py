@@ -38,7 +38,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from music_attr_vae.data import measures
+from music_attr_vae.data.codec import CODEC
 from music_attr_vae.data.attributes import METRICAL_WEIGHT_SUM, METRICAL_WEIGHTS, PITCH_RANGE_NORM
 
 _EPS = 1e-6
@@ -46,7 +46,7 @@ _EPS = 1e-6
 
 def _pitch_probs(probs):
     """(B, 24, V) token probabilities -> (B, 24, 30) probabilities of an onset at each pitch."""
-    return tf.cast(probs, tf.float32)[..., : measures.NUM_PITCHES]
+    return tf.cast(probs, tf.float32)[..., : CODEC.num_pitches]
 
 
 def soft_rhythmic_complexity(probs):
@@ -55,7 +55,7 @@ def soft_rhythmic_complexity(probs):
 
 
 def soft_note_density(probs):
-    return tf.reduce_sum(_pitch_probs(probs), [-2, -1]) / float(measures.TICKS_PER_MEASURE)
+    return tf.reduce_sum(_pitch_probs(probs), [-2, -1]) / float(CODEC.ticks_per_measure)
 
 
 def _log_none(p):
@@ -77,14 +77,14 @@ def soft_pitch_range(probs):
 def soft_contour(probs):
     q = _pitch_probs(probs)  # (B, 24, 30)
     onset = tf.reduce_sum(q, -1)  # (B, 24)
-    pitches = tf.range(measures.NUM_PITCHES, dtype=tf.float32)
+    pitches = tf.range(CODEC.num_pitches, dtype=tf.float32)
     sign = tf.sign(pitches[None, :] - pitches[:, None])  # sign[i, j] = sign(j - i)
     step_sign = tf.einsum("bti,ij,bsj->bts", q, sign, q)  # sum_ij q_ti q_sj sign(j - i)
     # log P(no onset on any tick strictly between t and s) = L[s-1] - L[t], L the cumulative sum of logs
     log_silent = tf.math.cumsum(tf.math.log(tf.clip_by_value(1.0 - onset, _EPS, 1.0)), axis=-1)
     previous = tf.concat([tf.zeros_like(log_silent[:, :1]), log_silent[:, :-1]], axis=-1)  # L[s-1]
     gap = tf.exp(tf.minimum(previous[:, None, :] - log_silent[:, :, None], 0.0))  # (B, t, s)
-    ticks = measures.TICKS_PER_MEASURE
+    ticks = CODEC.ticks_per_measure
     later = tf.constant(np.triu(np.ones((ticks, ticks), np.float32), k=1))  # s > t
     numerator = tf.reduce_sum(step_sign * gap * later, [-2, -1])
     return numerator / tf.maximum(tf.reduce_sum(onset, -1) - 1.0, 1.0)

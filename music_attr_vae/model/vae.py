@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from music_attr_vae.data.attributes import ATTRIBUTE_NAMES
-from music_attr_vae.data.measures import TICKS_PER_MEASURE
+from music_attr_vae.data.codec import CODEC, MeasureCodec
 from music_attr_vae.model.decoder import HierarchicalDecoder
 from music_attr_vae.model.encoder import Encoder
 from music_attr_vae.model.gru import products_in
@@ -105,9 +105,11 @@ class MeasureVAE(keras.Model):
         seed: int = 0,
         eval_free_running: bool = True,
         inject_nan_at_step: int = 0,
+        codec: MeasureCodec = CODEC,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.codec = codec
         self.z_dim = int(z_dim)
         self.beta = float(beta)
         self.beta_anneal_steps = int(beta_anneal_steps)
@@ -120,11 +122,12 @@ class MeasureVAE(keras.Model):
         self.matmul_dtype = matmul_dtype
         self.inference_matmul_dtype = inference_matmul_dtype
         self.encoder = Encoder(
-            z_dim, embed_dim, enc_hidden, enc_layers, dropout, rnn_chains, unroll, matmul_dtype, name="encoder"
+            z_dim, embed_dim, enc_hidden, enc_layers, dropout, rnn_chains, unroll, matmul_dtype, codec=codec,
+            name="encoder",
         )
         self.decoder = HierarchicalDecoder(
             z_dim, embed_dim, dec_hidden, dec_layers, dropout, mask_hold_at_start, rnn_chains, unroll, matmul_dtype,
-            token_dropout=token_dropout, name="decoder",
+            token_dropout=token_dropout, codec=codec, name="decoder",
         )
         self.attribute_reg = AttributeRegularization(regularization or {}, z_dim, ATTRIBUTE_NAMES, name="attribute_reg")
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -194,7 +197,7 @@ class MeasureVAE(keras.Model):
             if self._encode_fn is None:
                 self._encode_fn = tf.function(
                     lambda t: self.encoder(t, training=False),
-                    input_signature=[tf.TensorSpec([None, TICKS_PER_MEASURE], tf.int32)],
+                    input_signature=[tf.TensorSpec([None, self.codec.ticks_per_measure], tf.int32)],
                     autograph=False,
                 )
             return self._encode_fn(tokens)

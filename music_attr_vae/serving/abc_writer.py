@@ -13,8 +13,12 @@ import numpy as np
 import pretty_midi
 
 from music_attr_vae import fileio
-from music_attr_vae.data import abc_reader, measures
-from music_attr_vae.serving.render import TICK_TWELFTHS, TWELFTHS_PER_BEAT, TWELFTHS_PER_MEASURE, Segment, measure_segments
+from music_attr_vae.data import abc_reader
+from music_attr_vae.data.codec import CODEC, Segment
+
+TICK_TWELFTHS = CODEC.TICK_TWELFTHS
+TWELFTHS_PER_BEAT = CODEC.TWELFTHS_PER_BEAT
+TWELFTHS_PER_MEASURE = CODEC.twelfths_per_measure
 
 
 # The major keys ABC output may be written in; their signatures come from the ABC reader's key table.
@@ -85,8 +89,8 @@ def guess_key(tokens, transpose: int = 0) -> str:
     Named by its major key; a minor or modal tune gets the signature it shares
     with that major key, which is all ABC needs to spell the notes.
     """
-    arr = measures.check_tokens(tokens)
-    pcs = (arr[arr < measures.NUM_PITCHES].astype(int) + measures.MIN_PITCH + transpose) % 12
+    arr = CODEC.check_tokens(tokens)
+    pcs = (arr[arr < CODEC.num_pitches].astype(int) + CODEC.min_pitch + transpose) % 12
     counts = np.bincount(pcs, minlength=12)
     accidentals = {k: sum(abs(a) for a in key_signature(k).values()) for k in MAJOR_KEYS}
     keys = [k for k in MAJOR_KEYS if accidentals[k] <= 6 and k != "Gb"]
@@ -139,7 +143,7 @@ def _measure_abc(bar: List[Segment], measure: int, speller: _Speller, tie_out: b
     """
     speller.new_bar()
     base = measure * TWELFTHS_PER_MEASURE
-    beats = range(measures.BEATS_PER_MEASURE)
+    beats = range(CODEC.beats_per_measure)
     kinds = [_beat_kind(bar, base + b * TWELFTHS_PER_BEAT) for b in beats]
     # Cut notes where the writing style changes (around tuplet beats).
     cuts = sorted(
@@ -223,7 +227,7 @@ def tokens_to_abc(
     title: str = "music-attr-vae",
     key: str = "C",
     reference: int = 1,
-    qpm: float = measures.DEFAULT_QPM,
+    qpm: float = CODEC.DEFAULT_QPM,
     measures_per_line: int = 4,
     transpose: int = 0,
 ) -> str:
@@ -235,12 +239,12 @@ def tokens_to_abc(
     moves every pitch by that many semitones (e.g. back to a tune's own key);
     ``key="auto"`` picks the signature with the fewest accidentals (:func:`guess_key`).
     """
-    arr = measures.check_tokens(tokens)
+    arr = CODEC.check_tokens(tokens)
     if arr.shape[0] == 0:
         raise ValueError("tokens_to_abc needs at least one measure")
     if key == "auto":
         key = guess_key(arr, transpose)
-    bars = measure_segments(arr)
+    bars = CODEC.segments(arr)
     for seg in (s for bar in bars for s in bar):
         if not seg.is_rest:
             seg.pitch += int(transpose)

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from music_attr_vae.data import measures
+from music_attr_vae.data.codec import MeasureCodec
 from music_attr_vae.serving.export import read_metadata
 from music_attr_vae.serving.limits import LIMITS
 
@@ -36,6 +36,7 @@ class ServedModel:
         except FileNotFoundError:
             self.metadata = json.loads(self.module.metadata()["json"].numpy().decode("utf-8"))
         self.z_dim = int(self.metadata["z_dim"])
+        self.codec = MeasureCodec.from_json(self.metadata["vocabulary"])  # the grid and tokens it speaks
         self.maps = self.metadata["attribute_maps"]
 
     @property
@@ -103,13 +104,13 @@ class ServedModel:
 
     # ------------------------------------------------ calls
     def encode(self, tokens) -> np.ndarray:
-        tokens = np.asarray(tokens, np.int32).reshape(-1, measures.TICKS_PER_MEASURE)
+        tokens = np.asarray(tokens, np.int32).reshape(-1, self.codec.ticks_per_measure)
         self.check_count(len(tokens), "MAX_BATCH", "measures")
         return self.module.encode(tokens=tokens)["z_mean"].numpy()
 
     def encode_distribution(self, tokens) -> tuple:
         """(z_mean, z_log_var) of the measures, each (N, D)."""
-        tokens = np.asarray(tokens, np.int32).reshape(-1, measures.TICKS_PER_MEASURE)
+        tokens = np.asarray(tokens, np.int32).reshape(-1, self.codec.ticks_per_measure)
         self.check_count(len(tokens), "MAX_BATCH", "measures")
         out = self.module.encode(tokens=tokens)
         return out["z_mean"].numpy(), out["z_log_var"].numpy()

@@ -19,7 +19,7 @@ first full bar opens with a rest is numbered one bar off; the picture and the
 JSON report show the numbers used).
 
 Notes tied over a barline come back struck again on the downbeat (the data
-convention of ``data/measures.py``); bars with no note are rests.
+convention of ``data/codec.py``); bars with no note are rests.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 from music_attr_vae import fileio
 from music_attr_vae.serving import abc_writer, render
 from music_attr_vae.data import attributes as attrs
-from music_attr_vae.data import measures
+from music_attr_vae.data.codec import CODEC
 
 MAX_TRANSPOSE = 36
 CONTEXT_BARS = 2  # bars of context either side of the edit in the before/after picture
@@ -93,26 +93,26 @@ def _has_pickup(sequence) -> bool:
     """True when the first note starts after time 0 inside bar 0 (a right-aligned pickup)."""
     if not sequence.notes:
         return False
-    beat = 60.0 / (sequence.tempos[0].qpm if sequence.tempos else measures.DEFAULT_QPM)
+    beat = 60.0 / (sequence.tempos[0].qpm if sequence.tempos else CODEC.DEFAULT_QPM)
     first = min(n.start_time for n in sequence.notes) / beat
-    return 1e-6 < first < measures.BEATS_PER_MEASURE - 1e-6
+    return 1e-6 < first < CODEC.beats_per_measure - 1e-6
 
 
 def choose_shift(grids: np.ndarray) -> int:
     """The smallest transposition that brings every note into the vocabulary (0 if none is needed)."""
-    shifts = measures.valid_shifts(grids, MAX_TRANSPOSE)
+    shifts = CODEC.valid_shifts(grids, MAX_TRANSPOSE)
     if not shifts:
-        low, high = measures.grid_pitch_bounds(grids)
+        low, high = CODEC.grid_pitch_bounds(grids)
         raise EditError(
             f"the tune spans MIDI {low}..{high}, wider than the model's range "
-            f"{measures.MIN_PITCH}..{measures.MAX_PITCH}"
+            f"{CODEC.min_pitch}..{CODEC.max_pitch}"
         )
     return min(shifts, key=lambda s: (abs(s), s < 0))
 
 
 def tune_from_sequence(sequence, origin: str = "") -> Tune:
     """Cut a NoteSequence into token measures; every bar must be a 4/4 measure on the grid."""
-    result = measures.sequence_to_grids(sequence)
+    result = CODEC.to_grids(sequence)
     unusable = {k: v for k, v in result.dropped.items() if k != "empty"}
     if unusable:
         reasons = ", ".join(f"{v} bar(s) {k}" for k, v in sorted(unusable.items()))
@@ -122,15 +122,15 @@ def tune_from_sequence(sequence, origin: str = "") -> Tune:
     if len(result.grids) == 0:
         raise EditError(f"{origin or 'the tune'}: no 4/4 measure with notes")
     count = int(result.measure_indices.max()) + 1
-    grids = np.full((count, measures.TICKS_PER_MEASURE), measures.HOLD_MARK, np.int16)
-    grids[:, 0] = measures.REST_MARK  # silent bars (dropped as "empty") are whole-bar rests
+    grids = np.full((count, CODEC.ticks_per_measure), CODEC.HOLD_MARK, np.int16)
+    grids[:, 0] = CODEC.REST_MARK  # silent bars (dropped as "empty") are whole-bar rests
     grids[result.measure_indices] = result.grids
     shift = choose_shift(grids)
     title = sequence.sequence_metadata.title or os.path.basename(origin) or "tune"
     return Tune(
         title=title,
         origin=origin,
-        tokens=measures.grids_to_tokens(grids, shift),
+        tokens=CODEC.grids_to_tokens(grids, shift),
         shift=shift,
         first_number=0 if _has_pickup(sequence) else 1,
     )

@@ -74,7 +74,7 @@ import shutil
 
 from music_attr_vae import configs_loader, fileio
 from music_attr_vae.data import attributes as attrs
-from music_attr_vae.data import measures
+from music_attr_vae.data.codec import CODEC, MeasureCodec
 from music_attr_vae.serving.limits import LIMITS
 from music_attr_vae.serving.maps import fit_maps
 from music_attr_vae.serving.signatures import SIGNATURE_NAMES, build_serving_module
@@ -98,8 +98,8 @@ def package_version() -> str:
         return getattr(music_attr_vae, "__version__", "unknown")
 
 
-def build_metadata(config, maps: dict, fit_info: dict) -> dict:
-    """The JSON document returned by the ``metadata`` signature."""
+def build_metadata(config, maps: dict, fit_info: dict, codec: MeasureCodec = CODEC) -> dict:
+    """The JSON document returned by the ``metadata`` signature; ``codec`` is the model's."""
     dims = configs_loader.regularized_dims(config)
     return {
         "format_version": FORMAT_VERSION,
@@ -107,7 +107,7 @@ def build_metadata(config, maps: dict, fit_info: dict) -> dict:
         "package_version": package_version(),
         "model_name": str(config.get("name", "")),
         "z_dim": int(config.model.z_dim),
-        "vocabulary": measures.vocabulary(),
+        "vocabulary": codec.to_json(),
         "attribute_names": list(attrs.ATTRIBUTE_NAMES),
         "regularized": dims,
         "attribute_maps": maps,
@@ -145,7 +145,7 @@ def export_saved_model(
     except OSError as err:
         raise ExportError(f"could not create {parent} for the SavedModel {export_dir}: {err.strerror}") from err
     maps, sample_tokens, fit_info = fit_maps(model, config, reference_tokens, seed=seed)
-    metadata = build_metadata(config, maps, fit_info)
+    metadata = build_metadata(config, maps, fit_info, model.codec)
     module = build_serving_module(model, config, maps, sample_tokens, metadata, jit_compile=jit_compile)
     signatures = {name: getattr(module, name).get_concrete_function() for name in SIGNATURE_NAMES}
     tmp = None

@@ -15,7 +15,7 @@ import numpy as np
 
 from music_attr_vae import batching, configs_loader
 from music_attr_vae.data import attributes as attrs
-from music_attr_vae.data import measures
+from music_attr_vae.data.codec import CODEC
 
 MAP_KNOTS = 65
 MAX_FIT_MEASURES = 20000
@@ -77,7 +77,7 @@ def fit_maps(model, config, reference_tokens: Optional[np.ndarray], seed: int = 
 
     dims = configs_loader.regularized_dims(config)
     if reference_tokens is not None:
-        tokens = measures.check_tokens(reference_tokens)
+        tokens = CODEC.check_tokens(reference_tokens)
         if len(tokens) == 0:
             raise ValueError("reference_tokens is empty")
         if len(tokens) > MAX_FIT_MEASURES:

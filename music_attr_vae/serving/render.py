@@ -1,7 +1,7 @@
 """Token measures -> piano-roll pictures and MIDI files (ABC text: ``serving/abc_writer.py``).
 
 Everything here works on token measures of shape (N, 24) (see
-``data/measures.py``) laid end to end as one 4/4 passage, so the same code
+``data/codec.py``) laid end to end as one 4/4 passage, so the same code
 renders a traversal, a sample from the prior or a whole edited tune.
 
 Time is handled in *twelfths of a beat*: the six ticks of a beat start at
@@ -16,87 +16,25 @@ an ABC tie ``-``), while the same pitch struck again on tick 0 is a new note
 
 from __future__ import annotations
 
-import dataclasses
 from typing import List, Optional, Sequence, Tuple
 
+import note_seq
 import pretty_midi
 
 from music_attr_vae import fileio
-from music_attr_vae.data import measures
+from music_attr_vae.data.codec import CODEC, Segment
 
-TWELFTHS_PER_BEAT = 12
-# Start of each of the 6 ticks of a beat, in twelfths of the beat.
-TICK_TWELFTHS = (0, 3, 4, 6, 8, 9)
-TWELFTHS_PER_MEASURE = measures.BEATS_PER_MEASURE * TWELFTHS_PER_BEAT
-
-
-
-@dataclasses.dataclass
-class Segment:
-    """A note (``pitch`` = MIDI number) or a rest (``pitch`` None) inside one measure.
-
-    ``start``/``end`` count twelfths of a beat from the start of the passage.
-    ``tied_in`` marks a note that continues the previous measure's last note
-    (a HOLD on tick 0), i.e. no new onset.
-    """
-
-    pitch: Optional[int]
-    start: int
-    end: int
-    tied_in: bool = False
-
-    @property
-    def is_rest(self) -> bool:
-        return self.pitch is None
-
-
-def tick_twelfths(measure: int, tick: int) -> int:
-    """Position of ``tick`` of ``measure`` in twelfths of a beat from the start."""
-    beat, sub = divmod(int(tick), measures.TICKS_PER_BEAT)
-    return measure * TWELFTHS_PER_MEASURE + beat * TWELFTHS_PER_BEAT + TICK_TWELFTHS[sub]
-
-
-def measure_segments(tokens) -> List[List[Segment]]:
-    """Split token measures into notes and rests, one list per measure.
-
-    Segments never cross a barline: a note held over the barline ends the first
-    measure's list and starts the next one with ``tied_in=True``.  Consecutive
-    rests merge (a REST after a rest adds nothing audible).  A HOLD with nothing
-    before it (tick 0 of the first measure) is a rest.
-    """
-    arr = measures.check_tokens(tokens)
-    out: List[List[Segment]] = []
-    current: Optional[Segment] = None
-    for m, row in enumerate(arr):
-        bar: List[Segment] = []
-        bar_start = m * TWELFTHS_PER_MEASURE
-        for t, tok in enumerate(row):
-            at = tick_twelfths(m, t)
-            if tok < measures.NUM_PITCHES:
-                current = Segment(measures.MIN_PITCH + int(tok), at, at)
-            elif tok == measures.REST:
-                if current is None or not current.is_rest or t == 0:
-                    current = Segment(None, at, at)
-            elif current is None:  # HOLD with nothing before it: silence.
-                current = Segment(None, at, at)
-            elif t == 0:  # HOLD over the barline: continue in this measure.
-                current = Segment(current.pitch, at, at, tied_in=not current.is_rest)
-            if not bar or bar[-1] is not current:
-                bar.append(current)
-        # Close every segment at the next one's start / the barline.
-        for seg, nxt in zip(bar, bar[1:] + [None]):
-            seg.end = nxt.start if nxt is not None else bar_start + TWELFTHS_PER_MEASURE
-        out.append(bar)
-    return out
+TWELFTHS_PER_BEAT = CODEC.TWELFTHS_PER_BEAT
+TWELFTHS_PER_MEASURE = CODEC.twelfths_per_measure
 
 
 def pitch_bounds(tokens, transpose: int = 0) -> Optional[Tuple[int, int]]:
     """(lowest, highest) sounding MIDI pitch of token measures, or None without notes."""
-    arr = measures.check_tokens(tokens)
-    onsets = arr[arr < measures.NUM_PITCHES]
+    arr = CODEC.check_tokens(tokens)
+    onsets = arr[arr < CODEC.num_pitches]
     if onsets.size == 0:
         return None
-    return int(onsets.min()) + measures.MIN_PITCH + transpose, int(onsets.max()) + measures.MIN_PITCH + transpose
+    return int(onsets.min()) + CODEC.min_pitch + transpose, int(onsets.max()) + CODEC.min_pitch + transpose
 
 
 def _is_black(pitch: int) -> bool:
@@ -135,7 +73,7 @@ def draw_piano_roll(
     struck again on the downbeat looks different from one tied over the
     barline; rests are hatched grey spans.
     """
-    bars = measure_segments(tokens)
+    bars = CODEC.segments(tokens)
     n = len(bars)
     segments = [s for bar in bars for s in bar]
     for seg in segments:
@@ -145,12 +83,12 @@ def draw_piano_roll(
     if len(labels) != n:
         raise ValueError(f"bar_labels has {len(labels)} labels for {n} measures")
     low, high = _pitch_window(segments, pitch_limits)
-    beats_total = n * measures.BEATS_PER_MEASURE
+    beats_total = n * CODEC.beats_per_measure
     _draw_grid(ax, low, high, beats_total, highlight)
     _draw_segments(ax, segments, low, high)
     ax.set_xlim(0, beats_total)
     ax.set_ylim(low - 0.5, high + 0.5)
-    ax.set_xticks([m * measures.BEATS_PER_MEASURE for m in range(n)])
+    ax.set_xticks([m * CODEC.beats_per_measure for m in range(n)])
     ax.set_xticklabels(labels, ha="left", fontsize=8)
     ax.set_xticks(range(beats_total + 1), minor=True)
     ax.set_xlabel("time (beats; bars solid, beats dashed)")
@@ -187,7 +125,7 @@ def _draw_grid(ax, low: int, high: int, beats_total: int, highlight: Sequence[in
         else:
             ax.axvline(x, color="0.85", lw=0.5, zorder=1)
     for m in highlight:
-        ax.axvspan(m * measures.BEATS_PER_MEASURE, (m + 1) * measures.BEATS_PER_MEASURE, color="gold", alpha=0.25, lw=0)
+        ax.axvspan(m * CODEC.beats_per_measure, (m + 1) * CODEC.beats_per_measure, color="gold", alpha=0.25, lw=0)
 
 
 def _draw_segments(ax, segments: List[Segment], low: int, high: int) -> None:
@@ -251,7 +189,7 @@ def save_piano_roll_rows(
 
     ``options`` holds one dict of :func:`draw_piano_roll` keyword arguments per row.
     """
-    n = max(measures.check_tokens(r).shape[0] for r in rows)
+    n = max(CODEC.check_tokens(r).shape[0] for r in rows)
     options = list(options) if options is not None else [{}] * len(rows)
     fig = _new_figure(piano_roll_width(n), 2.9 * len(rows) + 0.3)
     for i, (row, title, opts) in enumerate(zip(rows, titles, options)):
@@ -260,23 +198,10 @@ def save_piano_roll_rows(
     save_figure(fig, path)
 
 
-def tokens_to_note_sequence(tokens, transpose: int = 0, qpm: float = measures.DEFAULT_QPM):
-    """measures.tokens_to_sequence, with every pitch moved by ``transpose`` semitones."""
-    seq = measures.tokens_to_sequence(tokens, qpm=qpm)
-    for note in seq.notes:
-        note.pitch += int(transpose)
-        if not 0 <= note.pitch <= 127:
-            raise ValueError(f"transposing by {transpose:+d} puts a note outside MIDI 0..127")
-    return seq
-
-
-def write_midi(tokens, path: str, qpm: float = measures.DEFAULT_QPM, transpose: int = 0) -> None:
-    """Write token measures to a MIDI file (atomically), optionally transposed."""
-    if transpose == 0:
-        measures.tokens_to_midi_file(tokens, path, qpm=qpm)
-        return
-    import note_seq
-
-    seq = tokens_to_note_sequence(tokens, transpose, qpm)
+def write_midi(tokens, path: str, qpm: float = CODEC.DEFAULT_QPM, transpose: int = 0) -> None:
+    """Write token measures to a MIDI file (atomically), every pitch moved by ``transpose`` semitones."""
+    seq = CODEC.to_sequence(tokens, qpm=qpm, transpose=transpose)
+    if any(not 0 <= n.pitch <= 127 for n in seq.notes):
+        raise ValueError(f"transposing by {transpose:+d} puts a note outside MIDI 0..127")
     with fileio.atomic_path(path, ".mid") as tmp:
         note_seq.sequence_proto_to_midi_file(seq, tmp)

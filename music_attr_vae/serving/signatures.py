@@ -16,7 +16,7 @@ import json
 import numpy as np
 
 from music_attr_vae.data import attributes as attrs
-from music_attr_vae.data import measures
+from music_attr_vae.data.codec import MeasureCodec
 from music_attr_vae.serving.limits import LIMITS
 from music_attr_vae.serving.maps import MAP_KNOTS
 
@@ -55,7 +55,7 @@ def _interp(x, xp, fp):
     return tf.reshape(y0 + w * (y1 - y0), tf.shape(x))
 
 
-def _bucketed_decode(decode_fixed, z, temperature, seed, z_dim: int):
+def _bucketed_decode(decode_fixed, z, temperature, seed, z_dim: int, ticks: int):
     """Run ``decode_fixed`` on ``z`` [N, D] padded to a bucket size, chunk by chunk.
 
     Each chunk samples with its own seed (``seed + chunk``), so chunks of a
@@ -73,9 +73,9 @@ def _bucketed_decode(decode_fixed, z, temperature, seed, z_dim: int):
     tokens = tf.map_fn(
         lambda args: decode_fixed(args[0], temperature, seed + args[1]),
         (parts, tf.range(chunks)),
-        fn_output_signature=tf.TensorSpec([None, measures.TICKS_PER_MEASURE], tf.int32),
+        fn_output_signature=tf.TensorSpec([None, ticks], tf.int32),
     )
-    return tf.reshape(tokens, [-1, measures.TICKS_PER_MEASURE])[:n]
+    return tf.reshape(tokens, [-1, ticks])[:n]
 
 
 def set_dim(z, dim, values, z_dim: int):
@@ -89,10 +89,10 @@ def set_dim(z, dim, values, z_dim: int):
 class Specs:
     """The TensorSpecs of the signatures' inputs."""
 
-    def __init__(self, z_dim: int):
+    def __init__(self, z_dim: int, codec: MeasureCodec):
         import tensorflow as tf
 
-        self.tokens = tf.TensorSpec([None, measures.TICKS_PER_MEASURE], tf.int32, name="tokens")
+        self.tokens = tf.TensorSpec([None, codec.ticks_per_measure], tf.int32, name="tokens")
         self.z = tf.TensorSpec([None, z_dim], tf.float32, name="z")
         self.temperature = tf.TensorSpec([], tf.float32, name="temperature")
         self.seed = tf.TensorSpec([], tf.int32, name="seed")
@@ -105,10 +105,11 @@ class Specs:
 class GraphChecks:
     """Graph asserts on the signatures' inputs; each failure names what is allowed."""
 
-    def __init__(self, z_dim: int, maps: dict):
+    def __init__(self, z_dim: int, maps: dict, codec: MeasureCodec):
         import tensorflow as tf
 
         self.tf = tf
+        self.codec = codec
         self.z_dim = z_dim
         names = list(maps.keys())
         dims = [int(maps[n]["dim"]) for n in names]
@@ -119,9 +120,9 @@ class GraphChecks:
         )
         self.map_msg = f"set_attribute needs a regularised attribute of this model: [{described}]"
         self.token_msg = (
-            f"tokens must lie in 0..{measures.VOCAB_SIZE - 1} "
-            f"(0..{measures.NUM_PITCHES - 1} = MIDI {measures.MIN_PITCH}..{measures.MAX_PITCH} onsets, "
-            f"{measures.REST} = REST, {measures.HOLD} = HOLD)"
+            f"tokens must lie in 0..{codec.vocab_size - 1} "
+            f"(0..{codec.num_pitches - 1} = MIDI {codec.min_pitch}..{codec.max_pitch} onsets, "
+            f"{codec.rest} = REST, {codec.hold} = HOLD)"
         )
         self.names = tf.constant(names if names else [""], tf.string)
         self.dims = tf.constant(dims if names else [-1], tf.int32)
@@ -143,7 +144,7 @@ class GraphChecks:
         tokens = self.batch(tokens, "measures")
         with tf.control_dependencies([
             tf.debugging.assert_greater_equal(tokens, 0, message=self.token_msg),
-            tf.debugging.assert_less(tokens, measures.VOCAB_SIZE, message=self.token_msg),
+            tf.debugging.assert_less(tokens, self.codec.vocab_size, message=self.token_msg),
         ]):
             return tf.identity(tokens)
 
@@ -200,7 +201,7 @@ def model_calls(model, specs: Specs, z_dim: int, jit_compile: bool):
     def model_decode(z, temperature, seed):
         if not jit_compile:
             return decode_core(z, temperature, seed)
-        return _bucketed_decode(decode_core, z, temperature, seed, z_dim)
+        return _bucketed_decode(decode_core, z, temperature, seed, z_dim, model.codec.ticks_per_measure)
 
     @tf.function(input_signature=[specs.tokens], autograph=False)
     def model_encode(tokens):
@@ -217,7 +218,7 @@ def _codec_signatures(model, calls, specs: Specs, check: GraphChecks, maps: dict
     encode_core, decode_core = calls
     z_dim = check.z_dim
     metadata_json = tf.constant(json.dumps(metadata))
-    sample_tokens_t = tf.constant(np.asarray(sample_tokens, np.int32).reshape(-1, measures.TICKS_PER_MEASURE))
+    sample_tokens_t = tf.constant(np.asarray(sample_tokens, np.int32).reshape(-1, model.codec.ticks_per_measure))
     sample_attrs_t = tf.constant(attrs.compute_all(sample_tokens).reshape(-1, len(attrs.ATTRIBUTE_NAMES)))
     # the regularised dims' marginals, drawn by ``sample`` (see export.py's docstring)
     quantile_levels = tf.constant(np.linspace(0.0, 1.0, MAP_KNOTS), tf.float32)
@@ -273,7 +274,7 @@ def _attribute_signatures(calls, specs: Specs, check: GraphChecks, maps: dict) -
     import tensorflow as tf
 
     encode_core, decode_core = calls
-    z_dim, ticks = check.z_dim, measures.TICKS_PER_MEASURE
+    z_dim, ticks = check.z_dim, check.codec.ticks_per_measure
     names = list(maps)
     map_values = tf.constant(np.array([maps[n]["value"] for n in names] or [np.zeros(MAP_KNOTS)], np.float32))
     map_z = tf.constant(np.array([maps[n]["z"] for n in names] or [np.zeros(MAP_KNOTS)], np.float32))
@@ -342,8 +343,8 @@ def build_serving_module(
     import tensorflow as tf
 
     z_dim = int(config.model.z_dim)
-    specs = Specs(z_dim)
-    check = GraphChecks(z_dim, maps)
+    specs = Specs(z_dim, model.codec)
+    check = GraphChecks(z_dim, maps, model.codec)
     calls = model_calls(model, specs, z_dim, jit_compile)
     functions = _codec_signatures(model, calls, specs, check, maps, sample_tokens, metadata)
     functions.update(_attribute_signatures(calls, specs, check, maps))

@@ -167,9 +167,9 @@ _P_FIELD = re.compile(r"^P:", re.M)
 
 
 def _grid_set(sequence) -> Set[bytes]:
-    from music_attr_vae.data import measures
+    from music_attr_vae.data.codec import CODEC
 
-    return {g.tobytes() for g in measures.sequence_to_grids(sequence).grids}
+    return {g.tobytes() for g in CODEC.to_grids(sequence).grids}
 
 
 def delayed(sequence, beats: float):

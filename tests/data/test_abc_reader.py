@@ -11,7 +11,9 @@ import pickle
 
 import pytest
 
-from music_attr_vae.data import abc_reader, measures
+from music_attr_vae.data import abc_reader
+
+from music_attr_vae.data.codec import CODEC
 from music_attr_vae.data.abc_reader import SkipTune
 
 C4, D4, E4, F4, G4, A4, B4 = 60, 62, 64, 65, 67, 69, 71
@@ -385,7 +387,7 @@ def test_pickup_is_aligned_so_the_first_full_bar_starts_on_beat_one():
     assert got[0] == (G4, 3, 4)
     assert got[1] == (C5, 4, 5)
     seq = abc_reader.abc_tune_to_sequence(tune("A/2B/2|c d e f|"))
-    grids = measures.sequence_to_grids(seq)
+    grids = CODEC.to_grids(seq)
     assert not grids.dropped.get("off_grid_onset")
 
 
@@ -524,9 +526,9 @@ def test_the_nottingham_corpus_parses(nottingham_dir):
         assert all(n.end_time > n.start_time for n in seq.notes)
         # monophonic: no note starts before the previous one ends
         assert all(b.start_time >= a.end_time - 1e-9 for a, b in zip(seq.notes, seq.notes[1:]))
-        if any((ts.numerator, ts.denominator) in measures.FOUR_FOUR_METERS for ts in seq.time_signatures):
+        if any((ts.numerator, ts.denominator) in CODEC.METERS for ts in seq.time_signatures):
             n_44 += 1
-            grids = measures.sequence_to_grids(seq)
+            grids = CODEC.to_grids(seq)
             kept_44 += len(grids.grids) > 0
             off_grid += bool(grids.dropped.get("off_grid_onset"))
     assert n_44 > 500

@@ -5,15 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from music_attr_vae.data import attributes, measures
-from music_attr_vae.data.measures import HOLD, MIN_PITCH, REST
+from music_attr_vae.data import attributes
+
+from music_attr_vae.data.codec import CODEC
+
+HOLD, MIN_PITCH, REST = CODEC.hold, CODEC.min_pitch, CODEC.rest
 
 W = attributes.METRICAL_WEIGHTS
 
 
 def measure(events):
     """One token measure from {tick: MIDI pitch or REST}; HOLD elsewhere."""
-    row = np.full(measures.TICKS_PER_MEASURE, HOLD, np.int32)
+    row = np.full(CODEC.ticks_per_measure, HOLD, np.int32)
     for tick, value in events.items():
         row[tick] = REST if value == REST else value - MIN_PITCH
     return row
@@ -30,7 +33,7 @@ SILENT = measure({0: REST})
 # Triplet and sixteenth positions of beat 2, falling: 79 77 76 74.
 OFFBEATS = measure({0: REST, 7: 79, 8: 77, 10: 76, 11: 74, 12: REST})
 # An onset on every tick spanning the whole vocabulary.
-EVERY_TICK = np.array([i % measures.NUM_PITCHES for i in range(24)], np.int32)
+EVERY_TICK = np.array([i % CODEC.num_pitches for i in range(24)], np.int32)
 EVERY_TICK[1] = 29  # so 55 and 84 both occur
 
 CASES = {
@@ -68,7 +71,7 @@ def test_every_tick_contour_counts_each_step():
 
 def test_attributes_are_transposition_invariant():
     """Transposing a measure changes no attribute (all four are pitch-class free)."""
-    up = np.where(MIXED < measures.NUM_PITCHES, MIXED + 5, MIXED)
+    up = np.where(MIXED < CODEC.num_pitches, MIXED + 5, MIXED)
     np.testing.assert_allclose(attributes.compute_all(MIXED[None]), attributes.compute_all(up[None]))
 
 
@@ -83,7 +86,7 @@ def test_compute_by_name_and_unknown_name():
 
 def test_ranges_on_random_measures():
     rng = np.random.default_rng(0)
-    tokens = rng.integers(0, measures.VOCAB_SIZE, (2000, 24))
+    tokens = rng.integers(0, CODEC.vocab_size, (2000, 24))
     values = attributes.compute_all(tokens)
     assert values.dtype == np.float32 and values.shape == (2000, 4)
     assert np.all(values[:, :3] >= 0) and np.all(values[:, :3] <= 1)

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from music_attr_vae.data import attributes, loader, measures
+from music_attr_vae.data import attributes, loader
+
+from music_attr_vae.data.codec import CODEC
 
 
 def _collect(ds):
@@ -24,7 +26,7 @@ def _rows(tokens):
 def test_batches_have_the_contract_dtypes_and_shapes(prepared_small):
     ds = loader.make_dataset(str(prepared_small), "train", 32, drop_remainder=True)
     tokens_spec, attrs_spec = ds.element_spec
-    assert tokens_spec.dtype == tf.int32 and tokens_spec.shape.as_list() == [32, measures.TICKS_PER_MEASURE]
+    assert tokens_spec.dtype == tf.int32 and tokens_spec.shape.as_list() == [32, CODEC.ticks_per_measure]
     assert attrs_spec.dtype == tf.float32 and attrs_spec.shape.as_list() == [32, len(attributes.ATTRIBUTE_NAMES)]
     tokens, attrs = next(iter(ds))
     assert tokens.shape == (32, 24) and attrs.shape == (32, 4)
@@ -85,9 +87,9 @@ def test_load_arrays_labels(prepared_small):
     assert all("#" in t for t in arrays["tune_id"][:100])
     assert arrays["measure_index"].min() >= 0
     assert set(np.unique(arrays["transposition"])) <= set(range(-2, 3))
-    assert arrays["tokens"].min() >= 0 and arrays["tokens"].max() < measures.VOCAB_SIZE
+    assert arrays["tokens"].min() >= 0 and arrays["tokens"].max() < CODEC.vocab_size
     # A measure never starts with HOLD in the data (ties are re-struck on tick 0).
-    assert not np.any(arrays["tokens"][:, 0] == measures.HOLD)
+    assert not np.any(arrays["tokens"][:, 0] == CODEC.hold)
 
 
 def test_clear_errors_name_the_path(prepared_small, tmp_path):

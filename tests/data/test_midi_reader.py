@@ -8,7 +8,9 @@ import pathlib
 import numpy as np
 import pytest
 
-from music_attr_vae.data import measures, midi_reader, prepare
+from music_attr_vae.data import midi_reader, prepare
+
+from music_attr_vae.data.codec import CODEC
 from music_attr_vae.data.abc_reader import SkipTune
 
 import midi_agreement as ma  # tests/data is on sys.path (pytest rootdir import mode)
@@ -47,7 +49,7 @@ def test_onsets_a_tick_late_snap_and_32nds_stay_off_grid(tmp_path):
     assert report["onsets_moved"] == 8 and report["max_move_beats"] == pytest.approx(1 / TPQ, abs=1e-6)
     assert report["onsets_off_grid"] == 4  # 32nds at 1/8 and 3/8 of a beat (x2 beats); the others are 16ths
     assert beats_of(seq)[:8] == [(60 + i, i / 2, (i + 1) / 2) for i in range(8)]
-    grids = measures.sequence_to_grids(seq)
+    grids = CODEC.to_grids(seq)
     assert len(grids.grids) == 1 and grids.dropped == {"off_grid_onset": 1}
 
 
@@ -57,7 +59,7 @@ def test_sixteenth_note_triplets_are_snapped_yet_dropped_by_the_measure_grid(tmp
     write_parts(tmp_path / "t.mid", [("Melody", 0, False, notes)])
     seq = midi_reader.midi_to_sequence((tmp_path / "t.mid").read_bytes())
     assert midi_reader.read_report(seq)["onsets_off_grid"] == 0  # 2 steps of 12: on note_seq's grid
-    assert measures.sequence_to_grids(seq).dropped == {"off_grid_onset": 1}
+    assert CODEC.to_grids(seq).dropped == {"off_grid_onset": 1}
 
 
 def test_melody_chosen_over_chords_and_drums_and_flags_choose_a_part(tmp_path):
@@ -111,7 +113,7 @@ def test_pickup_written_at_time_0_finds_the_clean_files_barlines(tmp_path, name,
     assert report["phase_source"] == ("detected" if pickup else "file")
     assert report["onsets_moved"] > 0.6 * report["onsets"]  # 6 of 7 jitters are off by 1..3 ticks
     assert "'Melody'" in report["melody_part"] and report["parts_dropped"] == {"polyphonic": 1}
-    got, want = measures.sequence_to_grids(real), measures.sequence_to_grids(clean)
+    got, want = CODEC.to_grids(real), CODEC.to_grids(clean)
     assert len(want.grids) >= 8
     assert np.array_equal(got.grids, want.grids)
 
@@ -127,7 +129,7 @@ def test_pickup_search_without_accompaniment_on_real_tunes(tmp_path):
         ma.rewrite_like_real_midi(MELODY / f"{name}.mid", None, tmp_path / "m.mid")
         real = midi_reader.midi_to_sequence((tmp_path / "m.mid").read_bytes())
         total += 1
-        right += np.array_equal(measures.sequence_to_grids(real).grids, measures.sequence_to_grids(clean).grids)
+        right += np.array_equal(CODEC.to_grids(real).grids, CODEC.to_grids(clean).grids)
     assert total >= 25 and right >= 0.8 * total, (right, total)
 
 

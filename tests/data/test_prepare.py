@@ -10,12 +10,16 @@ import re
 import subprocess
 import sys
 
+import note_seq
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from music_attr_vae.data import attributes, loader, measures, pipeline, prepare, schema, splits, writer
-from music_attr_vae.data.measures import HOLD_MARK, REST_MARK
+from music_attr_vae.data import attributes, loader, pipeline, prepare, schema, splits, writer
+
+from music_attr_vae.data.codec import CODEC
+
+HOLD_MARK, REST_MARK = CODEC.HOLD_MARK, CODEC.REST_MARK
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -36,7 +40,7 @@ def _tf_example(tokens, attrs, tune_id, measure_index, transposition, num_transp
 
 def _random_measures(n=64, seed=0):
     rng = np.random.default_rng(seed)
-    tokens = rng.integers(0, measures.VOCAB_SIZE, (n, 24)).astype(np.int32)
+    tokens = rng.integers(0, CODEC.vocab_size, (n, 24)).astype(np.int32)
     return tokens, attributes.compute_all(tokens), rng.integers(0, 300, n)  # 1- and 2-byte varints
 
 
@@ -92,15 +96,15 @@ def test_measures_are_stored_once_and_expand_to_every_valid_shift():
     assert n_out == 0 and shifts == list(range(-5, 13))
     stored = pipeline.tune_measures(grids_out, idx, shifts)
     assert len(stored) == 2 and stored.shifts == tuple(range(-5, 13))
-    assert stored.tokens[0, 0] == 60 - 5 - measures.MIN_PITCH  # the lowest allowed key
+    assert stored.tokens[0, 0] == 60 - 5 - CODEC.min_pitch  # the lowest allowed key
     ex = stored.expand()
     assert len(ex) == 2 * 18
     # Ordered by measure, then shift.
     assert ex.measure_index.tolist() == [0] * 18 + [3] * 18
     assert ex.transposition.tolist() == shifts * 2
-    assert ex.tokens[0, 0] == 60 - 5 - measures.MIN_PITCH and ex.tokens[17, 0] == 60 + 12 - measures.MIN_PITCH
+    assert ex.tokens[0, 0] == 60 - 5 - CODEC.min_pitch and ex.tokens[17, 0] == 60 + 12 - CODEC.min_pitch
     for i, s in enumerate(ex.transposition):  # each example is grids_to_tokens of its shift
-        np.testing.assert_array_equal(ex.tokens[i], measures.grids_to_tokens(grids_out[i // 18], int(s)))
+        np.testing.assert_array_equal(ex.tokens[i], CODEC.grids_to_tokens(grids_out[i // 18], int(s)))
     # The attributes are transposition invariant, so storing them once loses nothing.
     np.testing.assert_allclose(ex.attributes, attributes.compute_all(ex.tokens))
     # max_shift=0 keeps the originals only.
@@ -189,7 +193,7 @@ def test_summary_describes_the_prepared_small_dataset(prepared_small, small_abc_
     summary = json.loads((prepared_small / "summary.json").read_text())
     assert summary["format_version"] == 2 and summary["features"] == schema.describe_features()
     assert "per_source" not in summary  # one source
-    assert summary["vocabulary"] == measures.vocabulary()
+    assert summary["vocabulary"] == CODEC.to_json()
     assert summary["attribute_names"] == list(attributes.ATTRIBUTE_NAMES)
     assert summary["parameters"]["max_shift"] == 2 and summary["parameters"]["seed"] == 0
     # Source files with their sha256.
@@ -249,7 +253,7 @@ def test_shards_hold_every_valid_transposition_of_each_tune(prepared_small):
             assert len(rows) == len(shifts) * len(bars)
             # ...and the shifts are exactly those in [-2, 2] keeping the tune in 55..84.
             original = arrays["tokens"][rows][arrays["transposition"][rows] == 0]
-            pitches = original[original < measures.NUM_PITCHES]
+            pitches = original[original < CODEC.num_pitches]
             expected = {s for s in range(-2, 3) if pitches.min() + s >= 0 and pitches.max() + s <= 29}
             assert shifts == expected, tune
 
@@ -317,7 +321,7 @@ def test_tune_digest_ignores_the_key_and_nothing_else(nottingham_dir):
     from music_attr_vae.data import sources
 
     raw = sources.read_raw_tunes(sources.resolve_source(str(nottingham_dir / "reelsu-z.abc")))[0]
-    grids = measures.sequence_to_grids(sources.raw_tune_to_sequence(raw)).grids
+    grids = CODEC.to_grids(sources.raw_tune_to_sequence(raw)).grids
     digest = pipeline.tune_digest(grids)
     shifted = np.where(grids >= 0, grids + 3, grids)
     assert pipeline.tune_digest(shifted) == digest
@@ -443,13 +447,13 @@ def test_midi_sources_round_trip_through_prepare(tmp_path):
     corpus.mkdir()
     written = []
     for n in range(3):
-        tokens = np.full((4, 24), measures.HOLD, np.int32)
+        tokens = np.full((4, 24), CODEC.hold, np.int32)
         for row in tokens:
             ticks = np.sort(rng.choice(np.arange(1, 24), size=5, replace=False))
             row[0] = rng.integers(5, 25)
             row[ticks] = rng.integers(5, 25, size=5)
-            row[ticks[2]] = measures.REST
-        measures.tokens_to_midi_file(tokens, str(corpus / f"tune{n}.mid"))
+            row[ticks[2]] = CODEC.rest
+        note_seq.sequence_proto_to_midi_file(CODEC.to_sequence(tokens), str(corpus / f"tune{n}.mid"))
         written.append(tokens)
     summary = prepare.prepare(str(corpus), str(tmp_path / "out"), max_shift=0, progress=False)
     assert summary["totals"]["kept_tunes"] == 3 and summary["totals"]["examples"] == 12

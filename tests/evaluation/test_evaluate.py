@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from music_attr_vae.data import attributes as attrs
-from music_attr_vae.data import measures
+from music_attr_vae.data.codec import CODEC
 from music_attr_vae.evaluation import compare
 from music_attr_vae.evaluation import evaluate as ev
 
@@ -59,7 +59,7 @@ class KnownCodeModel(ev.LatentModel):
         return self.table[distances.argmin(1)]
 
     def _logits_batch(self, z, tokens):
-        return 10.0 * np.eye(measures.VOCAB_SIZE, dtype=np.float32)[self._decode_batch(z)]
+        return 10.0 * np.eye(CODEC.vocab_size, dtype=np.float32)[self._decode_batch(z)]
 
 
 def check_png(path: pathlib.Path, min_width: int = 400) -> None:

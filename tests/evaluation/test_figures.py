@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 from music_attr_vae.data import attributes as attrs
-from music_attr_vae.data import measures
+from music_attr_vae.data.codec import CODEC
 from music_attr_vae.evaluation import figures
 
 
 def _decode_by_rule(z: np.ndarray) -> np.ndarray:
     """Measures whose note density follows z[:, 1] and whose pitch range follows z[:, 3]."""
-    tokens = np.full((len(z), measures.TICKS_PER_MEASURE), measures.HOLD, np.int32)
+    tokens = np.full((len(z), CODEC.ticks_per_measure), CODEC.hold, np.int32)
     for i, row in enumerate(z):
         onsets = int(np.clip(row[1], 1, 12))
-        ticks = np.arange(onsets) * (measures.TICKS_PER_MEASURE // onsets)
+        ticks = np.arange(onsets) * (CODEC.ticks_per_measure // onsets)
         tokens[i, ticks] = 0
         tokens[i, ticks[-1]] = int(np.clip(row[3], 0, 29))  # the last note sets the range
     return tokens

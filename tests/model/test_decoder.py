@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from music_attr_vae.data import measures
+from music_attr_vae.data.codec import CODEC
 from music_attr_vae.model.decoder import MASKED_LOGIT, START, HierarchicalDecoder
 from music_attr_vae.model.gru import GRU, BiGRU
 
@@ -62,9 +62,9 @@ def test_shapes_and_dtypes_of_both_modes(real_tokens):
     decoder = _decoder()
     z = tf.random.normal([B, D], seed=1)
     logits = decoder.teacher_forced(z, real_tokens)
-    assert logits.shape == (B, measures.TICKS_PER_MEASURE, measures.VOCAB_SIZE) and logits.dtype == tf.float32
+    assert logits.shape == (B, CODEC.ticks_per_measure, CODEC.vocab_size) and logits.dtype == tf.float32
     tokens, free_logits = decoder.free_running(z)
-    assert tokens.shape == (B, measures.TICKS_PER_MEASURE) and tokens.dtype == tf.int32
+    assert tokens.shape == (B, CODEC.ticks_per_measure) and tokens.dtype == tf.int32
     assert free_logits.shape == logits.shape
     assert decoder.token_embedding.input_dim == START + 1  # the START id has its own embedding row
 
@@ -98,16 +98,16 @@ def test_hold_is_masked_on_tick_zero_only(real_tokens):
     decoder = _decoder()
     z = tf.random.normal([64, D], seed=4) * 3.0
     logits = decoder.teacher_forced(z, np.tile(real_tokens, (13, 1))[:64]).numpy()
-    assert np.all(logits[:, 0, measures.HOLD] == MASKED_LOGIT)
-    assert np.all(logits[:, 1:, measures.HOLD] > MASKED_LOGIT / 2)
+    assert np.all(logits[:, 0, CODEC.hold] == MASKED_LOGIT)
+    assert np.all(logits[:, 1:, CODEC.hold] > MASKED_LOGIT / 2)
     # a hot sampler never starts a measure with HOLD, but does emit HOLD elsewhere
     tokens = decoder.free_running(z, temperature=5.0, seed=7)[0].numpy()
-    assert not np.any(tokens[:, 0] == measures.HOLD)
-    assert np.any(tokens[:, 1:] == measures.HOLD)
+    assert not np.any(tokens[:, 0] == CODEC.hold)
+    assert np.any(tokens[:, 1:] == CODEC.hold)
     # without the grammar mask the same sampler does start measures with HOLD
     unmasked = _decoder(mask_hold_at_start=False)
     free = unmasked.free_running(z, temperature=5.0, seed=7)[0].numpy()
-    assert np.any(free[:, 0] == measures.HOLD)
+    assert np.any(free[:, 0] == CODEC.hold)
 
 
 def test_sampling_is_reproducible_per_seed():
@@ -150,7 +150,7 @@ def test_soft_free_running_is_free_running_in_the_cold_limit():
     np.testing.assert_allclose(soft_logits.numpy(), logits.numpy(), atol=2e-3)  # summation order only
     warm, _ = decoder.soft_free_running(z)  # temperature 1: tick 0 is softmax(logits) of the hard pass
     np.testing.assert_allclose(warm.numpy()[:, 0], tf.nn.softmax(logits[:, 0]).numpy(), atol=1e-6)
-    assert np.allclose(warm.numpy().sum(-1), 1.0, atol=1e-5) and float(tf.reduce_max(warm[:, 0, measures.HOLD])) == 0.0
+    assert np.allclose(warm.numpy().sum(-1), 1.0, atol=1e-5) and float(tf.reduce_max(warm[:, 0, CODEC.hold])) == 0.0
 
 
 def test_token_dropout_replaces_previous_tokens_by_start_in_training_only(real_tokens):

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from music_attr_vae.configs_loader import load_config
-from music_attr_vae.data import measures
+from music_attr_vae.data.codec import CODEC
 from music_attr_vae.model.vae import MeasureVAE, build_model, kl_divergence
 
 
@@ -32,9 +32,9 @@ def test_inference_api_shapes_and_dtypes(model, batch):
     assert z_mean.shape == z_log_var.shape == (32, 8) and z_mean.dtype == tf.float32
     decoded = model.decode(z_mean)
     assert decoded.shape == (32, 24) and decoded.dtype == tf.int32
-    assert measures.check_tokens(decoded.numpy()).shape == (32, 24)
+    assert CODEC.check_tokens(decoded.numpy()).shape == (32, 24)
     logits = model.teacher_forced_logits(z_mean, tokens)
-    assert logits.shape == (32, 24, measures.VOCAB_SIZE)
+    assert logits.shape == (32, 24, CODEC.vocab_size)
     # the same calls work inside a caller's tf.function with tensor temperature and seed (the export path)
     traced = tf.function(lambda z, t, s: model.decode(z, temperature=t, seed=s))
     np.testing.assert_array_equal(traced(z_mean, tf.constant(0.0), tf.constant(1)).numpy(), decoded.numpy())

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from music_attr_vae.data import abc_reader, measures
+from music_attr_vae.data import abc_reader
+
+from music_attr_vae.data.codec import CODEC
 
 
 def canonical(tokens) -> np.ndarray:
-    """What reading token measures back gives, by the data conventions of measures.py.
+    """What reading token measures back gives, by the data conventions of data/codec.py.
 
     A note held over the barline is struck again on tick 0, a rest restated
     while silent is a HOLD, silence at the start of a measure is a REST.
@@ -18,22 +20,22 @@ def canonical(tokens) -> np.ndarray:
     for m in range(out.shape[0]):
         for t in range(out.shape[1]):
             tok = out[m, t]
-            if tok < measures.NUM_PITCHES:
+            if tok < CODEC.num_pitches:
                 sounding = tok
-            elif tok == measures.REST:
-                if sounding == measures.REST and t > 0:
-                    out[m, t] = measures.HOLD
-                sounding = measures.REST
+            elif tok == CODEC.rest:
+                if sounding == CODEC.rest and t > 0:
+                    out[m, t] = CODEC.hold
+                sounding = CODEC.rest
             elif t == 0:
-                out[m, t] = measures.REST if sounding in (None, measures.REST) else sounding
+                out[m, t] = CODEC.rest if sounding in (None, CODEC.rest) else sounding
                 sounding = out[m, t]
     return out
 
 
 def read_abc_tokens(text: str, shift: int = 0):
     """(GridResult, tokens) of an ABC tune read with the project's reader, moved by ``shift``."""
-    result = measures.sequence_to_grids(abc_reader.abc_tune_to_sequence(text, origin="test", index=0))
-    return result, measures.grids_to_tokens(result.grids, shift)
+    result = CODEC.to_grids(abc_reader.abc_tune_to_sequence(text, origin="test", index=0))
+    return result, CODEC.grids_to_tokens(result.grids, shift)
 
 
 def notes_in_beats(sequence):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from music_attr_vae.data import attributes as attrs
-from music_attr_vae.data import measures
+from music_attr_vae.data.codec import CODEC
 from music_attr_vae.serving import client
 
 
@@ -30,7 +30,8 @@ def test_served_model_client_errors(served, tmp_path):
 
 def test_reference_measures_encode_and_teacher_forcing(served):
     tokens, values = served.reference_measures()
-    assert tokens.shape[1] == measures.TICKS_PER_MEASURE and len(tokens) == len(values) > 0
+    assert served.codec == CODEC  # the client rebuilds the exporter's codec from the metadata
+    assert tokens.shape[1] == served.codec.ticks_per_measure and len(tokens) == len(values) > 0
     np.testing.assert_allclose(values, attrs.compute_all(tokens), atol=1e-5)  # the stored attributes are the real ones
     z_mean, z_log_var = served.encode_distribution(tokens[:32])
     assert z_mean.shape == z_log_var.shape == (len(tokens[:32]), served.z_dim)

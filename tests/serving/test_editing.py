@@ -13,6 +13,7 @@ import pytest
 
 from music_attr_vae.serving import client, editing, export, render
 from music_attr_vae.data import abc_reader
+from music_attr_vae.data.codec import CODEC
 from serving_helpers import canonical, notes_in_beats, read_abc_tokens
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -84,7 +85,7 @@ def test_edit_changes_only_the_chosen_bars(tune, served, tmp_path):
     _, original = read_abc_tokens(pathlib.Path(paths["original_abc"]).read_text(), tune.shift)
     np.testing.assert_array_equal(original, tune.tokens)
     midi = note_seq.midi_file_to_note_sequence(paths["edited_midi"])
-    assert notes_in_beats(midi) == notes_in_beats(render.tokens_to_note_sequence(result.after, -tune.shift))
+    assert notes_in_beats(midi) == notes_in_beats(CODEC.to_sequence(result.after, transpose=-tune.shift))
     assert pathlib.Path(paths["picture"]).read_bytes()[:4] == b"\x89PNG"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from music_attr_vae.data import attributes as attrs
-from music_attr_vae.data import measures
+from music_attr_vae.data.codec import CODEC
 
 CLIENT = pathlib.Path(__file__).with_name("savedmodel_client.py")
 
@@ -49,7 +49,7 @@ def test_client_never_imported_the_package(client):
 def test_metadata_describes_the_model(client, quick_workdir):
     meta = client["metadata"]
     config = json.loads((quick_workdir / "config.json").read_text())
-    assert meta["vocabulary"] == measures.vocabulary()
+    assert meta["vocabulary"] == CODEC.to_json()
     assert meta["attribute_names"] == list(attrs.ATTRIBUTE_NAMES)
     assert meta["z_dim"] == config["model"]["z_dim"]
     assert meta["regularized"] == {n: r["dim"] for n, r in config["regularization"].items()}
@@ -70,7 +70,7 @@ def test_metadata_describes_the_model(client, quick_workdir):
 def test_reference_measures_and_attributes(client):
     tokens = np.array(client["reference_tokens"])
     assert tokens.ndim == 2 and tokens.shape[1] == 24 and len(tokens) > 10
-    measures.check_tokens(tokens)
+    CODEC.check_tokens(tokens)
     np.testing.assert_allclose(client["reference_attributes"], attrs.compute_all(tokens), atol=1e-6)
     np.testing.assert_allclose(client["attributes"], attrs.compute_all(np.array(client["tokens"])), atol=1e-6)
 
@@ -84,13 +84,13 @@ def test_encode(client):
 
 def test_decode_greedy_and_sampled(client):
     greedy = np.array(client["greedy_seed1"])
-    measures.check_tokens(greedy)
+    CODEC.check_tokens(greedy)
     assert greedy.shape == np.array(client["tokens"]).shape
     np.testing.assert_array_equal(greedy, client["greedy_seed2"])  # the seed does not matter when greedy
     np.testing.assert_array_equal(greedy, client["signature_decode"])
     np.testing.assert_array_equal(client["hot_seed1"], client["hot_seed1_again"])  # reproducible
     assert not np.array_equal(client["hot_seed1"], client["hot_seed2"])  # and seed-dependent
-    measures.check_tokens(client["hot_seed1"])
+    CODEC.check_tokens(client["hot_seed1"])
 
 
 def test_sample_from_the_prior(client):

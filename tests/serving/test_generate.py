@@ -12,7 +12,7 @@ import numpy as np
 
 from music_attr_vae.serving import export
 from music_attr_vae.data import attributes as attrs
-from music_attr_vae.data import measures
+from music_attr_vae.data.codec import CODEC
 from serving_helpers import canonical, notes_in_beats, read_abc_tokens
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -42,7 +42,7 @@ def test_generate_writes_midi_abc_png_and_json(quick_workdir, tmp_path):
     for traversal in doc["traversals"]:
         tokens = np.array([m["tokens"] for m in traversal["measures"]])
         assert tokens.shape == (6, 24)
-        measures.check_tokens(tokens)
+        CODEC.check_tokens(tokens)
         got = np.array([[m["attributes"][n] for n in attrs.ATTRIBUTE_NAMES] for m in traversal["measures"]])
         np.testing.assert_allclose(got, attrs.compute_all(tokens), atol=1e-6)
         rising = np.mean(np.diff(got[:, attrs.attribute_index(name)]) > 0)
@@ -50,7 +50,7 @@ def test_generate_writes_midi_abc_png_and_json(quick_workdir, tmp_path):
         rows.append(tokens)
     all_tokens = np.concatenate(rows)
     midi = note_seq.midi_file_to_note_sequence(str(out / "traversal.mid"))
-    assert notes_in_beats(midi) == notes_in_beats(measures.tokens_to_sequence(all_tokens))
+    assert notes_in_beats(midi) == notes_in_beats(CODEC.to_sequence(all_tokens))
     tunes = (out / "traversal.abc").read_text().split("\n\n")
     assert len(tunes) == 2
     for text, tokens in zip(tunes, rows):

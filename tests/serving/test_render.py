@@ -12,20 +12,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from music_attr_vae.serving import abc_writer, render
-from music_attr_vae.data import abc_reader, measures
+from music_attr_vae.data import abc_reader
+from music_attr_vae.data.codec import CODEC
 from serving_helpers import canonical, notes_in_beats, read_abc_tokens
 
-HOLD, REST = measures.HOLD, measures.REST
+HOLD, REST = CODEC.hold, CODEC.rest
 
 
 def token_measures():
     """Random measures: mostly holds, some rests, onsets anywhere in 55..84."""
     token = st.one_of(
-        st.just(HOLD), st.just(HOLD), st.just(REST), st.integers(0, measures.NUM_PITCHES - 1)
+        st.just(HOLD), st.just(HOLD), st.just(REST), st.integers(0, CODEC.num_pitches - 1)
     )
     return st.integers(1, 4).flatmap(
         lambda n: st.lists(token, min_size=24 * n, max_size=24 * n).map(lambda v: np.array(v).reshape(n, 24))
-    ).filter(lambda a: (a < measures.NUM_PITCHES).any())  # a tune needs a note
+    ).filter(lambda a: (a < CODEC.num_pitches).any())  # a tune needs a note
 
 
 def corpus_tokens(nottingham_dir, book="reelsu-z.abc", limit=40) -> np.ndarray:
@@ -37,10 +38,10 @@ def corpus_tokens(nottingham_dir, book="reelsu-z.abc", limit=40) -> np.ndarray:
             seq = abc_reader.abc_tune_to_sequence(tune, origin=book, index=i)
         except abc_reader.SkipTune:
             continue
-        for grid in measures.sequence_to_grids(seq).grids:
-            shifts = measures.valid_shifts(grid[None], 12)
+        for grid in CODEC.to_grids(seq).grids:
+            shifts = CODEC.valid_shifts(grid[None], 12)
             if shifts:
-                grids.append(measures.grids_to_tokens(grid, 0 if 0 in shifts else shifts[0]))
+                grids.append(CODEC.grids_to_tokens(grid, 0 if 0 in shifts else shifts[0]))
         if len(grids) >= limit:
             break
     assert len(grids) >= 10, "too few corpus measures parsed"
@@ -69,7 +70,7 @@ def music21_notes(score):
 def test_abc_reads_back_in_music21(tokens, key):
     abc = abc_writer.tokens_to_abc(tokens, title="random measures", key=key)
     score = music21.converter.parse(abc, format="abc")
-    assert music21_notes(score) == notes_in_beats(measures.tokens_to_sequence(tokens))
+    assert music21_notes(score) == notes_in_beats(CODEC.to_sequence(tokens))
     total = fractions.Fraction(score.flatten().highestTime).limit_denominator(48)
     assert total == 4 * tokens.shape[0]
 
@@ -79,7 +80,7 @@ def test_abc_reads_back_in_music21(tokens, key):
 def test_abc_reads_back_with_project_reader(tokens, key):
     result, got = read_back_with_reader(abc_writer.tokens_to_abc(tokens, key=key))
     expected = canonical(tokens)
-    audible = [m for m in range(len(expected)) if (expected[m] < measures.NUM_PITCHES).any()]
+    audible = [m for m in range(len(expected)) if (expected[m] < CODEC.num_pitches).any()]
     assert result.measure_indices.tolist() == audible
     np.testing.assert_array_equal(got, expected[audible])
 
@@ -93,7 +94,7 @@ def test_real_measures_read_back(nottingham_dir):
 
 
 def test_ties_accidentals_and_triplets_are_spelled():
-    p = lambda midi: midi - measures.MIN_PITCH  # noqa: E731
+    p = lambda midi: midi - CODEC.min_pitch  # noqa: E731
     bar1 = [p(66), HOLD, HOLD, p(65), HOLD, HOLD] + [p(70), HOLD, HOLD, HOLD, HOLD, HOLD] + [
         p(60), HOLD, p(62), HOLD, p(64), HOLD] + [p(72)] + [HOLD] * 5
     bar2 = [HOLD] * 6 + [REST] + [HOLD] * 5 + [p(60)] + [HOLD] * 11
@@ -113,14 +114,14 @@ def test_midi_matches_tokens(tmp_path):
     path = tmp_path / "m.mid"
     render.write_midi(tokens, str(path))
     seq = note_seq.midi_file_to_note_sequence(str(path))
-    assert notes_in_beats(seq) == notes_in_beats(measures.tokens_to_sequence(tokens))
+    assert notes_in_beats(seq) == notes_in_beats(CODEC.to_sequence(tokens))
 
 
 def test_piano_roll_draws_every_note_and_rest(tmp_path):
     from matplotlib import patches
     from matplotlib.figure import Figure
 
-    p = lambda midi: midi - measures.MIN_PITCH  # noqa: E731
+    p = lambda midi: midi - CODEC.min_pitch  # noqa: E731
     held = [p(67)] + [HOLD] * 11 + [REST] + [HOLD] * 5 + [p(72)] + [HOLD] * 5
     tied = [HOLD] * 6 + [p(64)] + [HOLD] * 17
     restruck = [p(64)] + [HOLD] * 23  # the E4 of bar 2, struck again
