@@ -87,12 +87,13 @@ def load_config(path_or_name: str, overrides: Optional[Mapping[str, Any]] = None
     return config
 
 
-def _flatten(overrides: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+def flatten(overrides: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1} (ConfigDicts are leaves)."""
     flat: Dict[str, Any] = {}
     for key, value in overrides.items():
         path = f"{prefix}{key}"
         if isinstance(value, Mapping) and not isinstance(value, ml_collections.ConfigDict):
-            flat.update(_flatten(value, path + "."))
+            flat.update(flatten(value, path + "."))
         else:
             flat[path] = value
     return flat
@@ -100,7 +101,7 @@ def _flatten(overrides: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> None:
     """Set dotted fields in place; unknown fields and type mismatches raise ValueError."""
-    for path, value in _flatten(overrides).items():
+    for path, value in flatten(overrides).items():
         *parents, leaf = path.split(".")
         node = config
         for part in parents:
@@ -199,8 +200,23 @@ def to_dict(config: ml_collections.ConfigDict) -> dict:
 
 
 def from_dict(data: Mapping[str, Any]) -> ml_collections.ConfigDict:
-    """Inverse of ``to_dict`` (for the config.json written into every workdir)."""
-    return ml_collections.ConfigDict(dict(data))
+    """Inverse of ``to_dict`` (for the config.json written into every workdir).
+
+    A field the dict lacks (a workdir written before the field existed) takes
+    its default from ``configs/common.py``, the one home of every default, so
+    no reader of a config needs a fallback of its own.  Regularization entries
+    are taken whole (their field defaults live in ``model/regularization.py``).
+    """
+    config = load_config("common")
+    for section, values in data.items():
+        if section != "regularization" and isinstance(values, Mapping) and isinstance(
+            config.get(section), ml_collections.ConfigDict
+        ):
+            for key, value in values.items():
+                config[section][key] = value
+        else:
+            config[section] = ml_collections.ConfigDict(dict(values)) if isinstance(values, Mapping) else values
+    return config
 
 
 def regularized_dims(config) -> Dict[str, int]:

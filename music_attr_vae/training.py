@@ -121,16 +121,6 @@ def _prepare_workdir(workdir: str) -> str:
     return workdir
 
 
-def _flat(d: dict, prefix: str = "") -> Dict[str, object]:
-    out: Dict[str, object] = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def _architecture(config: dict) -> Dict[str, object]:
     """The flattened network-defining fields of a config dict.
 
@@ -140,7 +130,7 @@ def _architecture(config: dict) -> Dict[str, object]:
     sections = {k: config.get(k, {}) for k in _ARCHITECTURE_SECTIONS}
     if sections["regularization"]:
         sections["regularization"] = normalize_mapping(sections["regularization"], int(config["model"]["z_dim"]))
-    return _flat(sections)
+    return configs_loader.flatten(sections)
 
 
 def _check_resume_compatible(workdir: str, config) -> None:
@@ -219,12 +209,16 @@ def _epoch_dataset(data_dir: str, config, epoch: int, skip: int, multi_worker: b
     ds = loader.make_dataset(
         data_dir, "train", config.train.batch_size, shuffle=True, seed=seed, drop_remainder=True
     )
-    ds = ds.skip(skip)
-    if multi_worker:
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        ds = ds.with_options(options)
-    return ds
+    return _for_strategy(ds.skip(skip), multi_worker)
+
+
+def _for_strategy(ds: tf.data.Dataset, multi_worker: bool) -> tf.data.Dataset:
+    """The dataset sharded by data across workers when ``multi_worker``."""
+    if not multi_worker:
+        return ds
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
 
 
 def _validation_dataset(data_dir: str, config, multi_worker: bool):
@@ -238,11 +232,7 @@ def _validation_dataset(data_dir: str, config, multi_worker: bool):
         return None, 0
     batches = math.ceil(n / config.train.batch_size)
     ds = loader.make_dataset(data_dir, "validation", config.train.batch_size, shuffle=False).take(batches)
-    if multi_worker:
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        ds = ds.with_options(options)
-    return ds, batches
+    return _for_strategy(ds, multi_worker), batches
 
 
 def _reference_tokens(data_dir: str) -> Optional[np.ndarray]:
@@ -428,6 +418,8 @@ class _Trainer:
             cb.ProgressBar(epoch, c.train.epochs, done, self.steps_per_epoch, c.train.batch_size,
                            self.progress and self.is_chief),
         ]
+        if c.train.inject_nan_at_step:
+            callbacks.append(cb.InjectNan(c.train.inject_nan_at_step))
         before, t0 = self.step, time.perf_counter()
         self.model.fit(
             _epoch_dataset(self.data_dir, c, epoch, done, self.multi), epochs=1, steps_per_epoch=remaining,

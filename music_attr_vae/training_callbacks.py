@@ -42,6 +42,19 @@ class NanGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class InjectNan(keras.callbacks.Callback):
+    """Fault injection for tests (``train.inject_nan_at_step``): poison the weights so step ``step``'s loss is NaN."""
+
+    def __init__(self, step: int):
+        super().__init__()
+        self.step = int(step)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if _global_step(self.model) + 1 == self.step:
+            first = self.model.trainable_variables[0]
+            first.assign(tf.fill(first.shape, tf.constant(float("nan"), first.dtype)))
+
+
 class StepCheckpoint(keras.callbacks.Callback):
     """Calls ``save(batches done in this fit)`` every ``every`` global steps, never after a non-finite loss."""
 

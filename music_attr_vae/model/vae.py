@@ -104,7 +104,6 @@ class MeasureVAE(keras.Model):
         consistency_batch: int = 64,
         seed: int = 0,
         eval_free_running: bool = True,
-        inject_nan_at_step: int = 0,
         codec: MeasureCodec = CODEC,
         **kwargs,
     ):
@@ -118,7 +117,6 @@ class MeasureVAE(keras.Model):
         self.consistency_batch = int(consistency_batch)
         self.seed = int(seed)
         self.eval_free_running = bool(eval_free_running)
-        self.inject_nan_at_step = int(inject_nan_at_step)
         self.matmul_dtype = matmul_dtype
         self.inference_matmul_dtype = inference_matmul_dtype
         self.encoder = Encoder(
@@ -322,9 +320,6 @@ class MeasureVAE(keras.Model):
             eps = tf.random.stateless_normal(tf.shape(z_mean), seed=self._step_seed(step, 3))
             z = z_mean + tf.exp(0.5 * z_log_var) * eps
             loss, recon, kl, beta, accuracy = self._objective(tokens, attributes, z_mean, z_log_var, z, step, True)
-            if self.inject_nan_at_step > 0:  # fault injection for tests: poison one step's loss
-                poisoned = tf.equal(step + 1, self.inject_nan_at_step)
-                loss = tf.where(poisoned, tf.constant(float("nan")), loss)
             # Keras sums replica gradients: scale so the update is the global-batch mean's gradient
             scaled = loss / float(_num_replicas())
         grads = tape.gradient(scaled, self.trainable_variables)
@@ -399,9 +394,8 @@ def resolve_matmul_dtype(value: str) -> str:
 
 
 def model_kwargs(config) -> dict:
-    """MeasureVAE constructor arguments from a (validated) config."""
+    """MeasureVAE constructor arguments from a complete config (``configs_loader.load_config``/``from_dict``)."""
     m, t = config.model, config.train
-    reg = config.get("regularization", None)
     return dict(
         z_dim=m.z_dim,
         embed_dim=m.embed_dim,
@@ -409,22 +403,21 @@ def model_kwargs(config) -> dict:
         enc_layers=m.enc_layers,
         dec_hidden=m.dec_hidden,
         dec_layers=m.dec_layers,
-        dropout=m.get("dropout", 0.0),
-        token_dropout=t.get("token_dropout", 0.0),
-        mask_hold_at_start=m.get("mask_hold_at_start", True),
-        rnn_chains=resolve_rnn_chains(m.get("rnn_chains", 0)),
-        unroll=m.get("unroll", True),
-        matmul_dtype=resolve_matmul_dtype(m.get("matmul_dtype", "float32")),
-        inference_matmul_dtype=resolve_matmul_dtype(m.get("inference_matmul_dtype", "float32")),
-        regularization={k: dict(v) for k, v in (reg.items() if reg is not None else [])},
+        dropout=m.dropout,
+        token_dropout=t.token_dropout,
+        mask_hold_at_start=m.mask_hold_at_start,
+        rnn_chains=resolve_rnn_chains(m.rnn_chains),
+        unroll=m.unroll,
+        matmul_dtype=resolve_matmul_dtype(m.matmul_dtype),
+        inference_matmul_dtype=resolve_matmul_dtype(m.inference_matmul_dtype),
+        regularization={k: dict(v) for k, v in config.regularization.items()},
         beta=t.beta,
-        beta_anneal_steps=t.get("beta_anneal_steps", 0),
-        gamma_ramp_steps=t.get("gamma_ramp_steps", 0),
-        gamma_ramp_start_steps=t.get("gamma_ramp_start_steps", 0),
-        consistency_batch=t.get("consistency_batch", 64),
-        seed=t.get("seed", 0),
-        eval_free_running=t.get("eval_free_running", True),
-        inject_nan_at_step=t.get("inject_nan_at_step", 0),
+        beta_anneal_steps=t.beta_anneal_steps,
+        gamma_ramp_steps=t.gamma_ramp_steps,
+        gamma_ramp_start_steps=t.gamma_ramp_start_steps,
+        consistency_batch=t.consistency_batch,
+        seed=t.seed,
+        eval_free_running=t.eval_free_running,
     )
 
 

@@ -85,3 +85,19 @@ def test_unknown_attribute_lists_the_known_ones():
 def test_unknown_config_name_lists_the_known_ones():
     with pytest.raises(FileNotFoundError, match="known configs: .*rhy_pr"):
         load_config("rhy_pr_typo")
+
+
+def test_a_workdir_config_from_an_older_version_gets_the_common_defaults():
+    import json
+
+    from music_attr_vae.configs_loader import from_dict, to_dict
+    from music_attr_vae.model.vae import model_kwargs
+
+    stored = json.loads(json.dumps(to_dict(load_config("rhy_pr", {"model.dropout": 0.25}))))
+    del stored["train"]["token_dropout"], stored["model"]["rnn_chains"]  # fields added in later versions
+    config = from_dict(stored)
+    assert config.train.token_dropout == load_config("common").train.token_dropout == 0.0
+    assert config.model.rnn_chains == 0 and config.model.dropout == 0.25  # stored values win
+    assert dict(config.regularization.pitch_range) == stored["regularization"]["pitch_range"]
+    assert model_kwargs(config)["token_dropout"] == 0.0
+    assert to_dict(from_dict(to_dict(config))) == to_dict(config)
