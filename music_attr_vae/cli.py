@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from music_attr_vae import compile_cache
+
 SUBCOMMANDS = {
     "prepare": "turn ABC / MIDI / folk-rnn tunes into TFRecord measure shards",
     "train": "train a MeasureVAE from a config (resumes an existing workdir)",
@@ -36,6 +38,7 @@ def main(argv=None) -> int:
     if name not in SUBCOMMANDS:
         print(f"music-attr-vae: unknown subcommand {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    compile_cache.enable()  # before the subcommand imports TensorFlow
     module = importlib.import_module(f"music_attr_vae.commands.{name}")
     from absl import app, flags
 
