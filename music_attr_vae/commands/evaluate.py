@@ -22,7 +22,8 @@ SURFACE_MAX = int(MAX_GRID**0.5)  # Figure 2's grid: at most MAX_GRID decodes
 
 flags.DEFINE_string("workdir", None, "Training workdir to evaluate (latest checkpoint; data dir from its config.json).")
 flags.DEFINE_string("saved_model", None, "An exported SavedModel to evaluate instead of a workdir (needs --data_dir).")
-flags.DEFINE_string("data_dir", None, "Prepared dataset whose test split is used (default for --workdir: the one it was trained on).")
+flags.DEFINE_string("data_dir", None, "Prepared dataset whose test split is used (default for --workdir: the one it was trained on; 'seen' "
+                    "still means in the workdir's own training split).")
 flags.DEFINE_string("source", None, "Evaluate on every measure of this corpus (ABC/MIDI file, folder or glob; untransposed) "
                     "instead of the test split; 'seen' then means 'in the model's training split'.")
 flags.DEFINE_string("output_dir", None, "Where metrics.json and the figures go (default: DIR/eval, or eval/ beside the SavedModel).")

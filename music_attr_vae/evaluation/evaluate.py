@@ -605,17 +605,21 @@ def prepare_source(source: str, output_dir: str) -> str:
     return data_dir
 
 
-def _evaluation_data(source: Optional[str], data_dir: str, output_dir: str):
+def _evaluation_data(source: Optional[str], data_dir: str, output_dir: str, trained_on: Optional[str] = None):
     """(data dir, split, tokens, attributes, seen) for the test split of ``data_dir`` or for ``source``.
 
-    ``seen`` marks the measures that occur in the training split of ``data_dir``.
+    ``seen`` marks the measures that occur in the training split of
+    ``trained_on`` (the data the model was trained on; default ``data_dir``),
+    so a model trained on several corpora can be scored on one corpus's test
+    split with "unseen" still meaning "not in anything it trained on".
     """
+    trained_on = trained_on or data_dir
     if source:
         eval_dir = prepare_source(source, output_dir)
         tokens, attribute_values = _load_test(eval_dir, SOURCE_SPLIT)
-        return eval_dir, "all", tokens, attribute_values, _seen_in_training(data_dir, tokens)
+        return eval_dir, "all", tokens, attribute_values, _seen_in_training(trained_on, tokens)
     tokens, attribute_values = _load_test(data_dir)
-    return data_dir, "test", tokens, attribute_values, _seen_in_training(data_dir, tokens)
+    return data_dir, "test", tokens, attribute_values, _seen_in_training(trained_on, tokens)
 
 
 def _seen_in_training(data_dir: str, tokens: np.ndarray) -> np.ndarray:
@@ -640,7 +644,8 @@ def evaluate_workdir(workdir: str, *, data_dir: Optional[str] = None, output_dir
     if not os.path.isdir(workdir):
         raise FileNotFoundError(f"--workdir={workdir} does not exist")
     start = time.perf_counter()
-    data_dir = os.path.abspath(data_dir or wd.data_dir_of(workdir))
+    trained_on = os.path.abspath(wd.data_dir_of(workdir))
+    data_dir = os.path.abspath(data_dir) if data_dir else trained_on
     model, config = wd.load_model(workdir)
     info = ModelInfo(
         name=name or os.path.basename(workdir.rstrip(os.sep)), config_name=str(config.get("name", "?")),
@@ -649,7 +654,7 @@ def evaluate_workdir(workdir: str, *, data_dir: Optional[str] = None, output_dir
     latent_model = KerasLatentModel(model, info.z_dim, options.batch_size)
     label = source_label(source) if source else ""
     output_dir = output_dir or wd.path(workdir, wd.EVAL_DIR, label)
-    eval_data, split, tokens, attribute_values, seen = _evaluation_data(source, data_dir, output_dir)
+    eval_data, split, tokens, attribute_values, seen = _evaluation_data(source, data_dir, output_dir, trained_on)
     timing = {"load": round(time.perf_counter() - start, 3)}
     return evaluate(latent_model, info, tokens, attribute_values, data_dir=eval_data, output_dir=output_dir,
                     tensorboard_dir=wd.tensorboard_dir(workdir, os.path.join(wd.EVAL_DIR, label)), options=options,

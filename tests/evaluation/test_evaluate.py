@@ -174,6 +174,21 @@ def test_seen_in_matches_a_set_of_rows(prepared_small):
     assert not ev.seen_in(test, train[:0]).any()
 
 
+def test_seen_means_in_the_data_the_model_trained_on(prepared_small, nottingham_dir, tmp_path):
+    """A test split scored for a model trained on other data: 'seen' follows that model's own training split."""
+    from music_attr_vae.data import prepare
+
+    other = tmp_path / "other"  # one Nottingham book that is not in the small corpus
+    prepare.prepare(str(nottingham_dir / "hpps.abc"), str(other), max_shift=0, seed=0, progress=False)
+    _, split, tokens, _, own = ev._evaluation_data(None, str(prepared_small), str(tmp_path / "out"))
+    _, _, same, _, foreign = ev._evaluation_data(None, str(prepared_small), str(tmp_path / "out"), str(other))
+    assert split == "test" and np.array_equal(tokens, same)
+    assert own.sum() > 0 and foreign.sum() < own.sum()
+    from music_attr_vae.data import loader
+
+    np.testing.assert_array_equal(foreign, ev.seen_in(tokens, loader.load_arrays(str(other), "train")["tokens"]))
+
+
 def test_evaluate_reports_seen_and_unseen_measures_apart(prepared_small, tmp_path):
     """A decoder that can only emit training measures: exact on seen test measures, never on unseen ones."""
     from music_attr_vae.data import loader
