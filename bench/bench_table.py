@@ -1,0 +1,151 @@
+"""One table of every speed figure of issue 13, each with the machine's load beside it.
+
+Usage::
+
+    python bench/bench_table.py --data_dir=PREPARED [--json=runs/bench_table.json]
+
+Each measurement runs in a fresh process, as a user's command would:
+
+* training examples/s, small (``rhy_pr``) and paper size, in the default
+  precision (bf16 GRU products where the CPU has them) and in float32 with XLA
+  (``bench/bench_train.py``);
+* decoding measures/s at batch 256 and the median single-measure 8-step
+  traverse, in the SavedModel as served, both sizes (``bench/bench_serving.py``
+  on an untrained export: speed does not depend on the weights);
+* time to the first training step of ``music-attr-vae train``, both sizes:
+  from the process start to the checkpoint written after step 1, with an empty
+  XLA cache ("cold") and again with the cache the first run filled ("warm").
+
+The 1-minute load average is read before each measurement; figures taken at a
+load above ~0.5 shared the 2 cores with other work.  Reference figures of the
+PyTorch original are quoted from issue 13 in BUILD_NOTES "Performance".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SIZES = {"small": "rhy_pr", "paper": "paper"}
+PRECISIONS = {"default": [], "float32": ["--override=model.matmul_dtype=float32", "--override=train.jit_compile=True"]}
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def _json_lines(text: str):
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def _run(cmd, env=None, timeout=3600) -> str:
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def train_rate(config: str, precision: str, data_dir: str, steps: int) -> dict:
+    load = _load()
+    out = _run([sys.executable, os.path.join(HERE, "bench_train.py"), f"--configs={config}", f"--steps={steps}",
+                "--warmup=3", "--decode_batches=1", f"--data_dir={data_dir}", *PRECISIONS[precision]])
+    result = _json_lines(out)[-1]
+    return {"value": result["train_examples_per_s"], "load": load, "compile_s": result["compile_and_warmup_s"]}
+
+
+def serving(config: str) -> dict:
+    load = _load()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "serving.json")
+        _run([sys.executable, os.path.join(HERE, "bench_serving.py"), f"--config={config}", f"--json={path}"])
+        with open(path, encoding="utf-8") as f:
+            result = json.load(f)
+    return {"decode": {"value": result["decode"]["measures_per_s"], "load": load},
+            "traverse": {"value": result["traverse"]["median_ms"], "load": load}}
+
+
+def first_step_seconds(config: str, data_dir: str, cache: str) -> dict:
+    """Seconds from launching ``music-attr-vae train`` to the checkpoint of step 1 (the process is then stopped)."""
+    load = _load()
+    env = dict(os.environ, MUSIC_ATTR_VAE_XLA_CACHE=cache, TF_XLA_FLAGS="")
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = os.path.join(tmp, "run")
+        ckpt = os.path.join(workdir, "checkpoints", "ckpt-1.index")
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            ["music-attr-vae", "train", f"--config={config}", f"--workdir={workdir}", f"--source={data_dir}",
+             "--config.train.checkpoint_every_steps=1", "--noprogress"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            while not os.path.exists(ckpt):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"train ended before its first step:\n{proc.stderr.read()[-3000:]}")
+                if time.perf_counter() - start > 900:
+                    raise RuntimeError("no first step within 900 s")
+                time.sleep(0.05)
+            seconds = time.perf_counter() - start
+        finally:
+            proc.kill()
+            proc.wait()
+    return {"value": round(seconds, 1), "load": load}
+
+
+def table(results: dict) -> str:
+    rows = ["| figure | small | paper |", "|---|---|---|"]
+
+    def cell(entry, fmt):
+        return f"{fmt.format(entry['value'])} (load {entry['load']})" if entry else "—"
+
+    for precision in PRECISIONS:
+        rows.append(f"| train ex/s, {precision} | " + " | ".join(
+            cell(results["train"].get(f"{size}/{precision}"), "{:,.0f}") for size in SIZES) + " |")
+    rows.append("| decode measures/s, batch 256, SavedModel | " + " | ".join(
+        cell(results["serving"].get(size, {}).get("decode"), "{:,.0f}") for size in SIZES) + " |")
+    rows.append("| traverse 1 measure x 8 steps, median ms | " + " | ".join(
+        cell(results["serving"].get(size, {}).get("traverse"), "{:.1f}") for size in SIZES) + " |")
+    for kind in ("cold", "warm"):
+        rows.append(f"| first training step, s ({kind} XLA cache) | " + " | ".join(
+            cell(results["first_step"].get(f"{size}/{kind}"), "{:.1f}") for size in SIZES) + " |")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_dir", required=True, help="a prepared dataset (music-attr-vae prepare)")
+    parser.add_argument("--sizes", default="small,paper", help="comma-separated: small, paper")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps per figure")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    sizes = [s for s in args.sizes.split(",") if s]
+    unknown = set(sizes) - set(SIZES)
+    if unknown:
+        parser.error(f"--sizes: unknown {sorted(unknown)}; known: {', '.join(SIZES)}")
+    results = {"machine": {"cpus": os.cpu_count()}, "train": {}, "serving": {}, "first_step": {}}
+    cache = tempfile.mkdtemp(prefix="xla-cache-")
+    try:
+        for size in sizes:
+            config = SIZES[size]
+            for kind in ("cold", "warm"):  # cold first: the cache starts empty
+                results["first_step"][f"{size}/{kind}"] = first_step_seconds(config, args.data_dir, cache)
+            for precision in PRECISIONS:
+                results["train"][f"{size}/{precision}"] = train_rate(config, precision, args.data_dir, args.steps)
+            results["serving"][size] = serving(config)
+            print(json.dumps({size: {k: v for k, v in results.items() if k != "machine"}}), flush=True)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    print(table(results))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
