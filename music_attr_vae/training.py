@@ -49,6 +49,8 @@ import tensorflow as tf
 from music_attr_vae import configs_loader, fileio
 from music_attr_vae import workdir as wd
 from music_attr_vae import training_callbacks as cb
+from music_attr_vae.data import loader
+from music_attr_vae.data import prepare as prepare_mod
 from music_attr_vae.model.regularization import normalize_mapping
 from music_attr_vae.model.vae import MeasureVAE, build_model, resolve_matmul_dtype
 
@@ -163,8 +165,6 @@ def resolve_data(
     once into DIR/data (or ``scratch`` for non-chief workers) and reused when
     resuming.  Offline, the folk_rnn default fails with a message naming --source.
     """
-    from music_attr_vae.data import prepare as prepare_mod
-
     source = source or config.data.source or "folk_rnn"
     out = scratch or wd.path(workdir, wd.DATA_DIR)
     if prepare_mod.is_prepared_dir(out) and not prepare_mod.is_prepared_dir(source):
@@ -193,8 +193,6 @@ def resolve_data(
 
 
 def _split_size(data_dir: str, split: str) -> int:
-    from music_attr_vae.data import loader
-
     try:
         return loader.num_examples(data_dir, split)
     except (KeyError, FileNotFoundError):
@@ -203,8 +201,6 @@ def _split_size(data_dir: str, split: str) -> int:
 
 def _epoch_dataset(data_dir: str, config, epoch: int, skip: int, multi_worker: bool):
     """Batches of epoch ``epoch`` from batch ``skip`` on: the order depends only on (seed, epoch)."""
-    from music_attr_vae.data import loader
-
     seed = (config.train.seed * 1_000_003 + epoch) % (2**31 - 1)
     ds = loader.make_dataset(
         data_dir, "train", config.train.batch_size, shuffle=True, seed=seed, drop_remainder=True
@@ -223,8 +219,6 @@ def _for_strategy(ds: tf.data.Dataset, multi_worker: bool) -> tf.data.Dataset:
 
 def _validation_dataset(data_dir: str, config, multi_worker: bool):
     """(dataset, batches) of the validation split, at most ``data.validation_size`` measures; (None, 0) if empty."""
-    from music_attr_vae.data import loader
-
     n = _split_size(data_dir, "validation")
     if config.data.validation_size:
         n = min(n, config.data.validation_size)
@@ -237,8 +231,6 @@ def _validation_dataset(data_dir: str, config, multi_worker: bool):
 
 def _reference_tokens(data_dir: str) -> Optional[np.ndarray]:
     """Test measures (validation when the test split is empty), for the export's maps and the epoch image."""
-    from music_attr_vae.data import loader
-
     for split in ("test", "validation"):
         if _split_size(data_dir, split):
             return loader.load_arrays(data_dir, split)["tokens"]

@@ -38,6 +38,8 @@ import socket
 import sys
 from typing import Callable, List, Optional, Tuple
 
+from music_attr_vae import configs_loader
+
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.jsonl"
 CHECKPOINT_DIR = "checkpoints"
@@ -241,7 +243,6 @@ def load_model(workdir: str, say: Callable[[str], None] = _warn):
     """(model, config) of a training workdir, with its newest intact checkpoint's weights."""
     import tensorflow as tf
 
-    from music_attr_vae import configs_loader
     from music_attr_vae.model.vae import build_model
 
     workdir = os.path.abspath(workdir)

@@ -64,6 +64,7 @@ from scipy import special
 from music_attr_vae import batching, configs_loader, fileio
 from music_attr_vae import workdir as wd
 from music_attr_vae.data import attributes as attrs
+from music_attr_vae.data import loader, prepare
 from music_attr_vae.data.codec import CODEC
 from music_attr_vae.evaluation import figures, metrics
 
@@ -571,8 +572,6 @@ def _config_regularization(config) -> Dict[str, dict]:
 
 
 def _load_test(data_dir: str, split: str = "test") -> Tuple[np.ndarray, np.ndarray]:
-    from music_attr_vae.data import loader
-
     if not os.path.isdir(data_dir):
         raise FileNotFoundError(f"data dir {data_dir} does not exist")
     arrays = loader.load_arrays(data_dir, split)
@@ -597,8 +596,6 @@ def prepare_source(source: str, output_dir: str) -> str:
     Written to ``output_dir``/data; returns that data dir.  Tunes that do not
     fit the model's pitch range untransposed are skipped and counted there.
     """
-    from music_attr_vae.data import prepare
-
     os.makedirs(output_dir, exist_ok=True)
     data_dir = os.path.join(output_dir, "data")
     prepare.prepare(source, data_dir, max_shift=0, split_fractions=(1.0, 0.0, 0.0), progress=False)
@@ -624,8 +621,6 @@ def _evaluation_data(source: Optional[str], data_dir: str, output_dir: str, trai
 
 def _seen_in_training(data_dir: str, tokens: np.ndarray) -> np.ndarray:
     """Which test measures also occur, token for token, in the training split of ``data_dir``."""
-    from music_attr_vae.data import loader
-
     return seen_in(tokens, loader.load_arrays(data_dir, "train")["tokens"])
 
 

@@ -32,6 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from music_attr_vae import fileio
+from music_attr_vae.data import abc_reader, sources
 from music_attr_vae.serving import abc_writer, render
 from music_attr_vae.data import attributes as attrs
 from music_attr_vae.data.codec import CODEC
@@ -67,8 +68,6 @@ def load_sequence(path: str, tune_index: Optional[int] = None, flag: str = "--tu
 
     A file with several tunes needs ``tune_index`` (0-based, in file order).
     """
-    from music_attr_vae.data import abc_reader, sources
-
     if not os.path.isfile(path):
         raise EditError(f"{flag}={path}: no such file")
     try:
