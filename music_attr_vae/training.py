@@ -35,7 +35,6 @@ latest.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import sys
@@ -43,14 +42,12 @@ import time
 from typing import Dict, Optional, Tuple
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from music_attr_vae import configs_loader, fileio
 from music_attr_vae import workdir as wd
 from music_attr_vae import training_callbacks as cb
-from music_attr_vae.data import loader
-from music_attr_vae.data import prepare as prepare_mod
+from music_attr_vae import run_data
 from music_attr_vae.model.regularization import normalize_mapping
 from music_attr_vae.model.vae import MeasureVAE, build_model, resolve_matmul_dtype
 
@@ -154,92 +151,6 @@ def _check_resume_compatible(workdir: str, config) -> None:
         )
 
 
-def resolve_data(
-    config, workdir: str, source: Optional[str], *, scratch: Optional[str] = None, progress=True,
-    cache_dir: Optional[str] = None,
-):
-    """The prepared data dir for this run and its summary.
-
-    ``source`` (or ``config.data.source``, else ``folk_rnn``) is used as is
-    when it is a prepared folder (has summary.json); otherwise it is prepared
-    once into DIR/data (or ``scratch`` for non-chief workers) and reused when
-    resuming.  Offline, the folk_rnn default fails with a message naming --source.
-    """
-    source = source or config.data.source or "folk_rnn"
-    out = scratch or wd.path(workdir, wd.DATA_DIR)
-    if prepare_mod.is_prepared_dir(out) and not prepare_mod.is_prepared_dir(source):
-        summary = prepare_mod.read_summary(out)
-        before = (summary.get("parameters") or {}).get("source")
-        if before is not None and before != source:
-            raise ValueError(
-                f"--workdir={workdir} was prepared from --source={before!r}, not {source!r}; "
-                "use a new --workdir (or the same --source to resume)"
-            )
-        summary["data_dir"] = out
-        return out, summary
-    try:
-        summary = prepare_mod.prepare(
-            source, out, max_shift=config.data.max_shift, seed=config.data.seed, progress=progress,
-            cache_dir=cache_dir,
-        )
-    except Exception as err:
-        if source == "folk_rnn" and "--source" not in str(err):
-            raise RuntimeError(
-                f"could not get the default folk-rnn corpus ({err}); pass --source=<ABC/MIDI file, folder or glob, "
-                "or a folder prepared by `music-attr-vae prepare`>"
-            ) from err
-        raise
-    return summary["data_dir"], summary
-
-
-def _split_size(data_dir: str, split: str) -> int:
-    try:
-        return loader.num_examples(data_dir, split)
-    except (KeyError, FileNotFoundError):
-        return 0
-
-
-def _epoch_dataset(data_dir: str, config, epoch: int, skip: int, multi_worker: bool):
-    """Batches of epoch ``epoch`` from batch ``skip`` on: the order depends only on (seed, epoch)."""
-    seed = (config.train.seed * 1_000_003 + epoch) % (2**31 - 1)
-    ds = loader.make_dataset(
-        data_dir, "train", config.train.batch_size, shuffle=True, seed=seed, drop_remainder=True
-    )
-    return _for_strategy(ds.skip(skip), multi_worker)
-
-
-def _for_strategy(ds: tf.data.Dataset, multi_worker: bool) -> tf.data.Dataset:
-    """The dataset sharded by data across workers when ``multi_worker``."""
-    if not multi_worker:
-        return ds
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return ds.with_options(options)
-
-
-def _validation_dataset(data_dir: str, config, multi_worker: bool):
-    """(dataset, batches) of the validation split, at most ``data.validation_size`` measures; (None, 0) if empty."""
-    n = _split_size(data_dir, "validation")
-    if config.data.validation_size:
-        n = min(n, config.data.validation_size)
-    if n == 0:
-        return None, 0
-    batches = math.ceil(n / config.train.batch_size)
-    ds = loader.make_dataset(data_dir, "validation", config.train.batch_size, shuffle=False).take(batches)
-    return _for_strategy(ds, multi_worker), batches
-
-
-def _reference_tokens(data_dir: str) -> Optional[np.ndarray]:
-    """Test measures (validation when the test split is empty), for the export's maps and the epoch image."""
-    for split in ("test", "validation"):
-        if _split_size(data_dir, split):
-            return loader.load_arrays(data_dir, split)["tokens"]
-    return None
-
-
-# ---------------------------------------------------------------- optimizer
-
-
 def use_xla(config) -> bool:
     """Whether to XLA-compile training: ``train.jit_compile``, except bfloat16 products on a CPU.
 
@@ -281,26 +192,6 @@ def build_optimizer(config, total_steps: int) -> keras.optimizers.Optimizer:
 # ---------------------------------------------------------------- the run
 
 
-def _total_steps(data_dir: str, config, num_replicas: int) -> Tuple[int, int]:
-    """(steps per epoch, total steps); clear errors for an empty split or an unsplittable batch."""
-    batch = config.train.batch_size
-    if batch % num_replicas:
-        raise ValueError(
-            f"config.train.batch_size={batch} is not divisible by the {num_replicas} replicas of the strategy"
-        )
-    n_train = _split_size(data_dir, "train")
-    if n_train == 0:
-        raise ValueError(f"the training split of {data_dir} is empty: no usable 4/4 measures in the source")
-    full = n_train // batch
-    if full == 0:
-        raise ValueError(
-            f"the training split of {data_dir} has {n_train} measures, fewer than one batch of {batch}; "
-            "lower --config.train.batch_size"
-        )
-    steps = min(full, config.train.steps_per_epoch) if config.train.steps_per_epoch else full
-    return steps, steps * config.train.epochs
-
-
 def _write_config(workdir: str, config, data_dir: str, run: dict) -> None:
     data = configs_loader.to_dict(config)
     data["data_dir"] = os.path.abspath(data_dir)
@@ -326,7 +217,7 @@ class _Trainer:
         self.strategy, self.is_chief, self.scratch, self.progress = strategy, is_chief, scratch, progress
         self.multi = _multi_worker(strategy)
         replicas = strategy.num_replicas_in_sync
-        self.steps_per_epoch, self.total_steps = _total_steps(data_dir, config, replicas)
+        self.steps_per_epoch, self.total_steps = run_data.total_steps(data_dir, config, replicas)
         if is_chief:
             _write_config(workdir, config, data_dir, {
                 "source": config.data.source, "strategy": strategy_name,
@@ -358,8 +249,8 @@ class _Trainer:
                 split: tf.summary.create_file_writer(wd.tensorboard_dir(workdir, split))
                 for split in ("train", "validation")
             }
-        self.val_ds, self.val_batches = _validation_dataset(data_dir, config, self.multi)
-        self.ref_tokens = _reference_tokens(data_dir) if is_chief else None
+        self.val_ds, self.val_batches = run_data.validation_dataset(data_dir, config, self.multi)
+        self.ref_tokens = run_data.reference_tokens(data_dir) if is_chief else None
         self.budget = cb.TimeBudget(config.train.max_minutes * 60.0)
         self.val_logs: Dict[str, float] = {}
         self.steps_run, self.fit_seconds = 0, 0.0
@@ -414,7 +305,7 @@ class _Trainer:
             callbacks.append(cb.InjectNan(c.train.inject_nan_at_step))
         before, t0 = self.step, time.perf_counter()
         self.model.fit(
-            _epoch_dataset(self.data_dir, c, epoch, done, self.multi), epochs=1, steps_per_epoch=remaining,
+            run_data.epoch_dataset(self.data_dir, c, epoch, done, self.multi), epochs=1, steps_per_epoch=remaining,
             verbose=0, callbacks=callbacks, shuffle=False,
         )
         self.steps_run += self.step - before
@@ -533,7 +424,7 @@ def _train_in(config, workdir, source, strat, strategy_name, is_chief, task_id, 
         _check_resume_compatible(workdir, config)
     keras.utils.set_random_seed(config.train.seed)
     source = source or config.data.source or "folk_rnn"
-    data_dir, _ = resolve_data(
+    data_dir, _ = run_data.resolve_data(
         config, workdir, source, scratch=wd.path(scratch, wd.DATA_DIR) if scratch else None,
         progress=progress and is_chief, cache_dir=cache_dir,
     )

@@ -69,7 +69,7 @@ def main(argv):
     if FLAGS.traversal_latents * FLAGS.traversal_steps > MAX_GRID:
         raise app.UsageError(f"--traversal_latents={FLAGS.traversal_latents} x --traversal_steps="
                              f"{FLAGS.traversal_steps}: at most MAX_GRID = {MAX_GRID} decodes per traversal")
-    from music_attr_vae.evaluation import evaluate
+    from music_attr_vae.evaluation import entry_points
 
     try:
         options = options_from_flags()
@@ -77,12 +77,12 @@ def main(argv):
         raise app.UsageError(str(err)) from None
     try:
         if FLAGS.workdir:
-            result = evaluate.evaluate_workdir(
+            result = entry_points.evaluate_workdir(
                 FLAGS.workdir, data_dir=FLAGS.data_dir, output_dir=FLAGS.output_dir, name=FLAGS.name,
                 options=options, source=FLAGS.source,
             )
         else:
-            result = evaluate.evaluate_saved_model(
+            result = entry_points.evaluate_saved_model(
                 FLAGS.saved_model, FLAGS.data_dir, output_dir=FLAGS.output_dir, name=FLAGS.name, options=options,
                 source=FLAGS.source,
             )

@@ -23,6 +23,7 @@ import numpy as np
 from music_attr_vae import fileio
 from music_attr_vae import workdir as wd
 from music_attr_vae.data import attributes as attrs
+from music_attr_vae.evaluation import entry_points
 from music_attr_vae.evaluation import evaluate as ev
 from music_attr_vae.evaluation import figures
 
@@ -62,7 +63,7 @@ def load_or_evaluate(path: str, evaluate_missing: bool = True,
     if not wd.is_workdir(workdir):
         raise FileNotFoundError(f"{path} is neither an evaluated model (no {eval_dir}/{ev.METRICS_FILE}) "
                                 f"nor a training workdir (no {wd.CONFIG_FILE})")
-    return ev.evaluate_workdir(workdir, options=options), eval_dir
+    return entry_points.evaluate_workdir(workdir, options=options), eval_dir
 
 
 def _fmt(value, digits: int = 3) -> str:

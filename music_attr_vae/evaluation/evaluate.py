@@ -1,9 +1,10 @@
 """Evaluate one trained model on the test split: metrics.json, figures, TensorBoard.
 
-Entry points: :func:`evaluate_workdir` (a training workdir, restored with
-``workdir.load_model``) and :func:`evaluate_saved_model` (an exported
-SavedModel plus a prepared data dir).  Both wrap the model in a
-:class:`LatentModel` -- batched NumPy ``encode`` / ``decode`` /
+Entry points (``evaluation/entry_points.py``): ``evaluate_workdir`` (a
+training workdir, restored with ``workdir.load_model``) and
+``evaluate_saved_model`` (an exported SavedModel plus a prepared data dir).
+Both wrap the model in a ``LatentModel`` (``evaluation/adapters.py``) --
+batched NumPy ``encode`` / ``decode`` /
 teacher-forced statistics -- and call :func:`evaluate`, which only needs that
 interface, the test arrays and a :class:`ModelInfo`.  All metrics use the
 posterior means ``z_mean`` of the test measures (deterministic).
@@ -56,17 +57,14 @@ import json
 import logging
 import os
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
-from scipy import special
 
-from music_attr_vae import batching, configs_loader, fileio
-from music_attr_vae import workdir as wd
+from music_attr_vae import configs_loader, fileio
 from music_attr_vae.data import attributes as attrs
-from music_attr_vae.data import loader, prepare
-from music_attr_vae.data.codec import CODEC
 from music_attr_vae.evaluation import figures, metrics
+from music_attr_vae.evaluation.adapters import LatentModel
 
 SCHEMA_VERSION = 1
 METRICS_FILE = "metrics.json"
@@ -121,127 +119,6 @@ class ModelInfo:
 
     def regularised_dims(self) -> Dict[str, int]:
         return configs_loader.regularized_dims({"regularization": self.regularization})
-
-
-# ---------------------------------------------------------------- model adapters
-
-
-def _run_batched(fn: Callable, inputs: Sequence[np.ndarray], batch_size: int) -> List[tuple]:
-    """Apply ``fn`` to consecutive batches of ``inputs``; returns the per-batch outputs as NumPy."""
-    outputs = []
-    for part in batching.batch_slices(len(inputs[0]), batch_size):
-        out = fn(*[x[part] for x in inputs])
-        out = out if isinstance(out, tuple) else (out,)
-        outputs.append(tuple(np.asarray(o) for o in out))
-    return outputs
-
-
-class LatentModel:
-    """Batched NumPy view of a model: what :func:`evaluate` needs."""
-
-    z_dim: int
-    batch_size: int = 512
-    # Why teacher_forced_logits is unavailable (None when it is available).
-    teacher_forced_unavailable: Optional[str] = None
-
-    def _encode_batch(self, tokens):
-        raise NotImplementedError
-
-    def _decode_batch(self, z):
-        raise NotImplementedError
-
-    def _logits_batch(self, z, tokens):
-        raise NotImplementedError
-
-    def encode(self, tokens: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """tokens (N, 24) -> (z_mean, z_log_var), each (N, D) float32."""
-        parts = _run_batched(self._encode_batch, [np.asarray(tokens, np.int32)], self.batch_size)
-        return tuple(np.concatenate([p[i] for p in parts]).astype(np.float32) for i in range(2))
-
-    def decode(self, z: np.ndarray) -> np.ndarray:
-        """latents (N, D) -> greedy free-running tokens (N, 24) int32."""
-        parts = _run_batched(self._decode_batch, [np.asarray(z, np.float32)], self.batch_size)
-        return np.concatenate([p[0] for p in parts]).astype(np.int32)
-
-    def teacher_forced_stats(self, z: np.ndarray, tokens: np.ndarray) -> Tuple[float, float]:
-        """(token accuracy, NLL per token) of the teacher-forced decoder given latents z."""
-
-        def stats(z_batch, token_batch):
-            logits = np.asarray(self._logits_batch(z_batch, token_batch), np.float64)
-            log_probs = logits - special.logsumexp(logits, axis=-1, keepdims=True)
-            picked = np.take_along_axis(log_probs, token_batch[..., None].astype(np.int64), axis=-1)[..., 0]
-            return (logits.argmax(-1) == token_batch), -picked
-
-        parts = _run_batched(stats, [np.asarray(z, np.float32), np.asarray(tokens, np.int32)], self.batch_size)
-        correct = np.concatenate([p[0] for p in parts])
-        nll = np.concatenate([p[1] for p in parts])
-        return float(correct.mean()), float(nll.mean())
-
-
-class KerasLatentModel(LatentModel):
-    """A MeasureVAE (keras.Model) restored from a workdir; its methods run as tf.functions."""
-
-    def __init__(self, model, z_dim: int, batch_size: int = 512):
-        import tensorflow as tf
-
-        self.model = model
-        self.z_dim = int(z_dim)
-        self.batch_size = batch_size
-        # One trace each, whatever the batch size (the last batch is usually smaller).
-        # The model's loops over the 24 ticks are Python loops, unrolled at trace time: no autograph.
-        tokens_spec = tf.TensorSpec([None, CODEC.ticks_per_measure], tf.int32)
-        z_spec = tf.TensorSpec([None, self.z_dim], tf.float32)
-        self._encode_fn = tf.function(lambda t: model.encode(t), input_signature=[tokens_spec], autograph=False)
-        self._decode_fn = tf.function(lambda z: model.decode(z, temperature=0.0, seed=0),
-                                      input_signature=[z_spec], autograph=False)
-        self._logits_fn = tf.function(lambda z, t: model.teacher_forced_logits(z, t),
-                                      input_signature=[z_spec, tokens_spec], autograph=False)
-
-    def _encode_batch(self, tokens):
-        mean, log_var = self._encode_fn(tokens)
-        return mean.numpy(), log_var.numpy()
-
-    def _decode_batch(self, z):
-        return self._decode_fn(z).numpy()
-
-    def _logits_batch(self, z, tokens):
-        return self._logits_fn(z, tokens).numpy()
-
-
-class SavedModelLatentModel(LatentModel):
-    """An exported SavedModel, through :class:`music_attr_vae.serving.client.ServedModel`.
-
-    ``encode`` / ``decode`` give the latents and the free-running output; the
-    teacher-forced figures come from ``teacher_forced_nll(tokens) -> {nll
-    (summed over the 24 ticks), accuracy}``, which decodes from the measure's
-    own ``z_mean`` -- the same latents :func:`evaluate` passes.  An export
-    without that signature gets null teacher-forced figures and the reason.
-    """
-
-    def __init__(self, path: str, batch_size: int = 512):
-        from music_attr_vae.serving.client import ServedModel
-
-        self.served = ServedModel(path)
-        self.batch_size = batch_size
-        for name in ("encode", "decode"):
-            if not self.served.has_function(name):
-                raise ValueError(f"--saved_model={path} has no '{name}' signature")
-        if not self.served.has_function("teacher_forced_nll"):
-            self.teacher_forced_unavailable = "the SavedModel exports no teacher_forced_nll signature"
-        self.z_dim = self.served.z_dim
-
-    def _encode_batch(self, tokens):
-        return self.served.encode_distribution(tokens)
-
-    def _decode_batch(self, z):
-        return self.served.decode(z)
-
-    def teacher_forced_stats(self, z: np.ndarray, tokens: np.ndarray) -> Tuple[float, float]:
-        """(token accuracy, NLL per token) from the export's teacher_forced_nll (which encodes itself)."""
-        parts = _run_batched(self.served.teacher_forced_nll, [np.asarray(tokens, np.int32)], self.batch_size)
-        nll = np.concatenate([p[0] for p in parts])
-        accuracy = np.concatenate([p[1] for p in parts])
-        return float(accuracy.mean()), float(nll.mean() / tokens.shape[1])
 
 
 # ---------------------------------------------------------------- metric groups
@@ -555,144 +432,6 @@ def evaluate(model: LatentModel, info: ModelInfo, tokens: np.ndarray, attribute_
     if tensorboard_dir:
         _log_scalars(tensorboard_dir, summary, per_attribute)
     return result
-
-
-# ---------------------------------------------------------------- workdir / SavedModel front ends
-
-
-def _config_regularization(config) -> Dict[str, dict]:
-    """Plain-dict regularization specs from a ConfigDict (or dict), keyed by attribute name."""
-    reg = config.get("regularization") if hasattr(config, "get") else None
-    out = {}
-    for name, spec in dict(reg or {}).items():
-        attrs.attribute_index(name)
-        spec = spec.to_dict() if hasattr(spec, "to_dict") else dict(spec)
-        out[name] = {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in spec.items()}
-    return out
-
-
-def _load_test(data_dir: str, split: str = "test") -> Tuple[np.ndarray, np.ndarray]:
-    if not os.path.isdir(data_dir):
-        raise FileNotFoundError(f"data dir {data_dir} does not exist")
-    arrays = loader.load_arrays(data_dir, split)
-    return np.asarray(arrays["tokens"], np.int32), np.asarray(arrays["attributes"], np.float32)
-
-
-SOURCE_SPLIT = "train"  # a --source corpus is prepared whole, into this one split
-
-
-def source_label(source: str) -> str:
-    """A folder name for the evaluation of ``source``: its base name and a short hash of the whole text."""
-    import hashlib
-    import re
-
-    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(source.rstrip("/*" + os.sep)) or "source")[:40]
-    return f"source-{base}-{hashlib.sha256(source.encode('utf-8')).hexdigest()[:8]}"
-
-
-def prepare_source(source: str, output_dir: str) -> str:
-    """Prepare another corpus for evaluation: every tune in its own key (no transposition), in one split.
-
-    Written to ``output_dir``/data; returns that data dir.  Tunes that do not
-    fit the model's pitch range untransposed are skipped and counted there.
-    """
-    os.makedirs(output_dir, exist_ok=True)
-    data_dir = os.path.join(output_dir, "data")
-    prepare.prepare(source, data_dir, max_shift=0, split_fractions=(1.0, 0.0, 0.0), progress=False)
-    return data_dir
-
-
-def _evaluation_data(source: Optional[str], data_dir: str, output_dir: str, trained_on: Optional[str] = None):
-    """(data dir, split, tokens, attributes, seen) for the test split of ``data_dir`` or for ``source``.
-
-    ``seen`` marks the measures that occur in the training split of
-    ``trained_on`` (the data the model was trained on; default ``data_dir``),
-    so a model trained on several corpora can be scored on one corpus's test
-    split with "unseen" still meaning "not in anything it trained on".
-    """
-    trained_on = trained_on or data_dir
-    if source:
-        eval_dir = prepare_source(source, output_dir)
-        tokens, attribute_values = _load_test(eval_dir, SOURCE_SPLIT)
-        return eval_dir, "all", tokens, attribute_values, _seen_in_training(trained_on, tokens)
-    tokens, attribute_values = _load_test(data_dir)
-    return data_dir, "test", tokens, attribute_values, _seen_in_training(trained_on, tokens)
-
-
-def _seen_in_training(data_dir: str, tokens: np.ndarray) -> np.ndarray:
-    """Which test measures also occur, token for token, in the training split of ``data_dir``."""
-    return seen_in(tokens, loader.load_arrays(data_dir, "train")["tokens"])
-
-
-def evaluate_workdir(workdir: str, *, data_dir: Optional[str] = None, output_dir: Optional[str] = None,
-                     name: Optional[str] = None, options: Optional[EvalOptions] = None,
-                     source: Optional[str] = None) -> dict:
-    """Evaluate the newest intact checkpoint of a training workdir; writes DIR/eval/ and DIR/tensorboard/eval.
-
-    With ``source`` (a file, folder or glob of tunes) the model is evaluated on
-    every measure of that corpus instead of its test split, in
-    DIR/eval/source-NAME-HASH/ by default; "seen" then means "occurs in the
-    model's training split".
-    """
-    options = options or EvalOptions()
-    workdir = os.path.abspath(workdir)
-    if not os.path.isdir(workdir):
-        raise FileNotFoundError(f"--workdir={workdir} does not exist")
-    start = time.perf_counter()
-    trained_on = os.path.abspath(wd.data_dir_of(workdir))
-    data_dir = os.path.abspath(data_dir) if data_dir else trained_on
-    model, config = wd.load_model(workdir)
-    info = ModelInfo(
-        name=name or os.path.basename(workdir.rstrip(os.sep)), config_name=str(config.get("name", "?")),
-        source="workdir", path=workdir, z_dim=int(config.model.z_dim), regularization=_config_regularization(config),
-    )
-    latent_model = KerasLatentModel(model, info.z_dim, options.batch_size)
-    label = source_label(source) if source else ""
-    output_dir = output_dir or wd.path(workdir, wd.EVAL_DIR, label)
-    eval_data, split, tokens, attribute_values, seen = _evaluation_data(source, data_dir, output_dir, trained_on)
-    timing = {"load": round(time.perf_counter() - start, 3)}
-    return evaluate(latent_model, info, tokens, attribute_values, data_dir=eval_data, output_dir=output_dir,
-                    tensorboard_dir=wd.tensorboard_dir(workdir, os.path.join(wd.EVAL_DIR, label)), options=options,
-                    timing=timing, seen=seen, split=split, source=source)
-
-
-def evaluate_saved_model(saved_model: str, data_dir: str, *, output_dir: Optional[str] = None,
-                         name: Optional[str] = None, options: Optional[EvalOptions] = None,
-                         source: Optional[str] = None) -> dict:
-    """Evaluate an exported SavedModel on the test split of ``data_dir`` (or on ``source``, as for a workdir).
-
-    Output goes to ``output_dir`` (TensorBoard images to ``output_dir``/tensorboard)
-    or by default beside the SavedModel: DIR/eval and DIR/tensorboard/eval for
-    DIR/saved_model, as for a workdir.
-    """
-    options = options or EvalOptions()
-    saved_model = os.path.abspath(saved_model)
-    if not os.path.exists(os.path.join(saved_model, "saved_model.pb")):
-        raise FileNotFoundError(f"--saved_model={saved_model} is not a SavedModel dir (no saved_model.pb)")
-    start = time.perf_counter()
-    latent_model = SavedModelLatentModel(saved_model, options.batch_size)
-    meta = latent_model.served.metadata
-    config = meta.get("config") or {}
-    regularization = _config_regularization(config)
-    if not regularization:  # an export whose config was not recorded: dims only
-        regularization = {n: {"dim": int(d)} for n, d in (meta.get("regularized") or {}).items()}
-    parent = os.path.dirname(saved_model.rstrip(os.sep))
-    info = ModelInfo(
-        name=name or os.path.basename(parent) or os.path.basename(saved_model),
-        config_name=str(config.get("name") or meta.get("model_name") or "?"),
-        source="saved_model", path=saved_model, z_dim=latent_model.z_dim, regularization=regularization,
-    )
-    label = source_label(source) if source else ""
-    if output_dir:  # a folder of its own: keep the TensorBoard images inside it
-        tensorboard_dir = os.path.join(output_dir, "tensorboard")
-    else:  # DIR/saved_model -> DIR/eval and DIR/tensorboard/eval, as for a workdir
-        output_dir = wd.path(parent, wd.EVAL_DIR, label)
-        tensorboard_dir = wd.tensorboard_dir(parent, os.path.join(wd.EVAL_DIR, label))
-    eval_data, split, tokens, attribute_values, seen = _evaluation_data(source, os.path.abspath(data_dir), output_dir)
-    timing = {"load": round(time.perf_counter() - start, 3)}
-    return evaluate(latent_model, info, tokens, attribute_values, data_dir=eval_data, output_dir=output_dir,
-                    tensorboard_dir=tensorboard_dir, options=options, timing=timing, seen=seen, split=split,
-                    source=source)
 
 
 # ---------------------------------------------------------------- files

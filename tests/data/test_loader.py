@@ -146,7 +146,7 @@ def test_format_1_folders_are_read_as_one_example_per_record(prepared_small, tmp
 
 def test_train_resolves_a_list_of_sources_once(small_abc_dir, nottingham_dir, tmp_path):
     """`train --source=A,B` prepares both into DIR/data and reuses it when resuming with the same list."""
-    from music_attr_vae import training
+    from music_attr_vae import run_data
     from music_attr_vae.configs_loader import load_config
 
     other = tmp_path / "other"
@@ -155,11 +155,11 @@ def test_train_resolves_a_list_of_sources_once(small_abc_dir, nottingham_dir, tm
     config = load_config("quick")
     source = f"{small_abc_dir},{other}"
     (tmp_path / "run").mkdir()  # train() makes the workdir before it resolves the data
-    data_dir, summary = training.resolve_data(config, str(tmp_path / "run"), source, progress=False)
+    data_dir, summary = run_data.resolve_data(config, str(tmp_path / "run"), source, progress=False)
     assert data_dir == str(tmp_path / "run" / "data")
     assert [e["label"] for e in summary["per_source"]] == [small_abc_dir.name, "other"]
     assert all(e["kept_tunes"] > 0 for e in summary["per_source"])
-    again, _ = training.resolve_data(config, str(tmp_path / "run"), source, progress=False)
+    again, _ = run_data.resolve_data(config, str(tmp_path / "run"), source, progress=False)
     assert again == data_dir
     with pytest.raises(ValueError, match="was prepared from --source"):
-        training.resolve_data(config, str(tmp_path / "run"), str(small_abc_dir), progress=False)
+        run_data.resolve_data(config, str(tmp_path / "run"), str(small_abc_dir), progress=False)

@@ -26,13 +26,14 @@ import pytest
 from music_attr_vae.data import attributes as attrs
 from music_attr_vae.data.codec import CODEC
 from music_attr_vae.evaluation import compare
+from music_attr_vae.evaluation import adapters, entry_points
 from music_attr_vae.evaluation import evaluate as ev
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 FAST = ev.EvalOptions(traversal_latents=40, traversal_steps=7, surface_resolution=12, strip_steps=5)
 
 
-class KnownCodeModel(ev.LatentModel):
+class KnownCodeModel(adapters.LatentModel):
     """Encoder with a known code; decoder = the nearest measure of a table (see module docstring)."""
 
     def __init__(self, table: np.ndarray, z_dim: int = 6, noise: float = 0.02):
@@ -180,8 +181,8 @@ def test_seen_means_in_the_data_the_model_trained_on(prepared_small, nottingham_
 
     other = tmp_path / "other"  # one Nottingham book that is not in the small corpus
     prepare.prepare(str(nottingham_dir / "hpps.abc"), str(other), max_shift=0, seed=0, progress=False)
-    _, split, tokens, _, own = ev._evaluation_data(None, str(prepared_small), str(tmp_path / "out"))
-    _, _, same, _, foreign = ev._evaluation_data(None, str(prepared_small), str(tmp_path / "out"), str(other))
+    _, split, tokens, _, own = entry_points.evaluation_data(None, str(prepared_small), str(tmp_path / "out"))
+    _, _, same, _, foreign = entry_points.evaluation_data(None, str(prepared_small), str(tmp_path / "out"), str(other))
     assert split == "test" and np.array_equal(tokens, same)
     assert own.sum() > 0 and foreign.sum() < own.sum()
     from music_attr_vae.data import loader
@@ -277,7 +278,7 @@ def test_evaluate_cli_on_another_corpus(quick_evaluated, nottingham_dir):
     source = str(nottingham_dir / "reelsa-c.abc")
     proc = _cli("evaluate", f"--workdir={quick_evaluated}", f"--source={source}", "--nofigures", *CLI_FAST)
     printed = json.loads(proc.stdout[proc.stdout.index("{"):])
-    eval_dir = quick_evaluated / "eval" / ev.source_label(source)
+    eval_dir = quick_evaluated / "eval" / entry_points.source_label(source)
     result = ev.load_metrics(str(eval_dir))
     data = result["data"]
     assert data["source"] == source and data["split"] == "all" and printed["split"] == "all"
@@ -294,7 +295,7 @@ def test_evaluate_cli_on_another_corpus(quick_evaluated, nottingham_dir):
 def test_saved_model_evaluation_matches_the_workdir(quick_evaluated, tmp_path):
     workdir_result = ev.load_metrics(str(quick_evaluated / "eval"))
     options = ev.EvalOptions(traversal_latents=40, traversal_steps=7, figures=False)
-    result = ev.evaluate_saved_model(str(quick_evaluated / "saved_model"), workdir_result["data"]["data_dir"],
+    result = entry_points.evaluate_saved_model(str(quick_evaluated / "saved_model"), workdir_result["data"]["data_dir"],
                                      output_dir=str(tmp_path / "eval"), name="quick_export", options=options)
     assert result["model"]["source"] == "saved_model" and result["figures"] == {}
     assert (tmp_path / "eval" / ev.METRICS_FILE).exists()

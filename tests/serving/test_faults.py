@@ -205,7 +205,7 @@ def test_generate_edit_and_evaluate_outputs_follow_the_umask(saved, attribute, n
     proc = _cli("edit", f"--saved_model={saved}", f"--tune={nottingham_dir / BOOK}", "--tune_index=0",
                 "--measures=1", f"--set={attribute}=0.5", f"--out={edit}", umask=0o027)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    from music_attr_vae.evaluation import evaluate as ev
+    from music_attr_vae.evaluation import entry_points as ev
     from music_attr_vae.workdir import data_dir_of
 
     old = os.umask(0o027)
