@@ -76,13 +76,18 @@ def epoch_dataset(data_dir: str, config, epoch: int, skip: int, multi_worker: bo
     return for_strategy(ds.skip(skip), multi_worker)
 
 
+def pack(tokens: tf.Tensor, attributes: tf.Tensor) -> tf.Tensor:
+    """One float32 tensor (B, 24 + 4) holding a batch's tokens and attributes (see ``MeasureVAE.unpack``)."""
+    return tf.concat([tf.cast(tokens, tf.float32), tf.cast(attributes, tf.float32)], axis=1)
+
+
 def for_strategy(ds: tf.data.Dataset, multi_worker: bool) -> tf.data.Dataset:
-    """The dataset sharded by data across workers when ``multi_worker``."""
+    """The dataset as the strategy needs it: for several workers, sharded by data and packed (:func:`pack`)."""
     if not multi_worker:
         return ds
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return ds.with_options(options)
+    return ds.with_options(options).map(pack)
 
 
 def validation_dataset(data_dir: str, config, multi_worker: bool):

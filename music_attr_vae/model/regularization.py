@@ -169,6 +169,7 @@ class AttributeRegularization(keras.layers.Layer):
         self.trackers = {
             name: keras.metrics.Mean(name=f"reg_{name}") for name in self.mapping
         }
+        self.built = True  # no weights: nothing to build, so Keras never needs to trace it to build it
 
     def call(self, z, attributes, weight=1.0) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
         terms = {}

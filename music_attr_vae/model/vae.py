@@ -163,18 +163,6 @@ class MeasureVAE(keras.Model):
             self.build()
         return self
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        """Skip Keras' symbolic build once the weights and the optimizer exist.
-
-        Under a strategy, Keras pulls one batch, averages it across replicas and
-        traces the model symbolically to build compiled losses and metrics.
-        This model has none, builds its weights eagerly (``build``), and that
-        averaging fails under MultiWorkerMirroredStrategy, so it is skipped.
-        """
-        if self.built and self.optimizer is not None and self.optimizer.built:
-            return
-        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-
     @property
     def metrics(self):
         trackers = [self.loss_tracker, self.recon_tracker, self.kl_tracker, self.accuracy_tracker]
@@ -325,10 +313,24 @@ class MeasureVAE(keras.Model):
         grads = tape.gradient(scaled, self.trainable_variables)
         return grads, (loss, recon, kl, beta, accuracy)
 
+    def unpack(self, data):
+        """(tokens int32 (B, 24), attributes float32 (B, 4)) of a batch.
+
+        A batch is the pair, or both packed side by side in one float32 tensor
+        (B, 24 + 4) as ``run_data.pack`` makes them for multi-worker training:
+        Keras' ``fit`` averages one sample batch over the replicas to trace the
+        model, and MultiWorkerMirroredStrategy reduces a single tensor but not a
+        tuple of them.  Token ids are exact in float32.
+        """
+        if isinstance(data, (tuple, list)):
+            tokens, attributes = data
+        else:
+            ticks = self.codec.ticks_per_measure
+            tokens, attributes = data[:, :ticks], data[:, ticks:]
+        return tf.cast(tokens, tf.int32), tf.cast(attributes, tf.float32)
+
     def train_step(self, data):
-        tokens, attributes = data
-        tokens = tf.cast(tokens, tf.int32)
-        attributes = tf.cast(attributes, tf.float32)
+        tokens, attributes = self.unpack(data)
         step = tf.convert_to_tensor(self.optimizer.iterations)
         compute = self._loss_and_grads
         if self.jit_inner:
@@ -342,9 +344,7 @@ class MeasureVAE(keras.Model):
         return self._log_values({"beta": beta, "learning_rate": lr})
 
     def test_step(self, data):
-        tokens, attributes = data
-        tokens = tf.cast(tokens, tf.int32)
-        attributes = tf.cast(attributes, tf.float32)
+        tokens, attributes = self.unpack(data)
         step = self.optimizer.iterations if self.optimizer is not None else 0  # for beta and the ramp
         z_mean, z_log_var = self.encoder(tokens, training=False)
         loss, recon, kl, _, accuracy = self._objective(tokens, attributes, z_mean, z_log_var, z_mean, step, False)

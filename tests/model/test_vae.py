@@ -148,3 +148,16 @@ def test_consistency_term_trains_the_decoder_only(batch):
     assert np.isfinite(float(contour_value)) and float(contour_value) > 0
     decoder_grads = tape.gradient(contour_value, contour_vae.decoder.trainable_variables)
     assert any(g is not None and float(tf.reduce_sum(tf.abs(g))) > 0 for g in decoder_grads)
+
+
+def test_a_packed_batch_unpacks_to_the_same_tokens_and_attributes(model):
+    from music_attr_vae import run_data
+
+    tokens = np.random.default_rng(0).integers(0, CODEC.vocab_size, (6, CODEC.ticks_per_measure)).astype(np.int32)
+    values = np.random.default_rng(1).random((6, 4)).astype(np.float32)
+    for batch in ((tokens, values), run_data.pack(tokens, values)):  # the pair, and the multi-worker packing
+        got_tokens, got_values = model.unpack(batch)
+        assert got_tokens.dtype == tf.int32 and got_values.dtype == tf.float32
+        np.testing.assert_array_equal(got_tokens.numpy(), tokens)
+        np.testing.assert_array_equal(got_values.numpy(), values)
+    assert all(layer.built for layer in model._flatten_layers())  # so Keras' fit never traces the model to build it
