@@ -12,6 +12,8 @@ Each measurement runs in a fresh process, as a user's command would:
 * decoding measures/s at batch 256 and the median single-measure 8-step
   traverse, in the SavedModel as served, both sizes (``bench/bench_serving.py``
   on an untrained export: speed does not depend on the weights);
+* examples/s the ``tf.data`` training pipeline delivers alone (to compare with
+  the training rate: the input must never be the bottleneck);
 * time to the first training step of ``music-attr-vae train``, both sizes:
   from the process start to the checkpoint written after step 1, with an empty
   XLA cache ("cold") and again with the cache the first run filled ("warm").
@@ -71,6 +73,28 @@ def serving(config: str) -> dict:
             "traverse": {"value": result["traverse"]["median_ms"], "load": load}}
 
 
+INPUT_PROGRAM = """
+import sys, time
+from music_attr_vae.data import loader
+ds = loader.make_dataset(sys.argv[1], "train", 256, shuffle=True, seed=1, drop_remainder=True)
+it = iter(ds)
+next(it)  # the first batch builds the cache
+start, n = time.perf_counter(), 0
+for batch in it:
+    n += int(batch[0].shape[0])
+    if n >= 100_000:
+        break
+print(n / (time.perf_counter() - start))
+"""
+
+
+def input_rate(data_dir: str) -> dict:
+    """Examples/s the tf.data training pipeline delivers on its own (parse, transpose, shuffle, batch)."""
+    load = _load()
+    out = _run([sys.executable, "-c", INPUT_PROGRAM, data_dir])
+    return {"value": round(float(out.split()[-1])), "load": load}
+
+
 def first_step_seconds(config: str, data_dir: str, cache: str) -> dict:
     """Seconds from launching ``music-attr-vae train`` to the checkpoint of step 1 (the process is then stopped)."""
     load = _load()
@@ -110,6 +134,7 @@ def table(results: dict) -> str:
         cell(results["serving"].get(size, {}).get("decode"), "{:,.0f}") for size in SIZES) + " |")
     rows.append("| traverse 1 measure x 8 steps, median ms | " + " | ".join(
         cell(results["serving"].get(size, {}).get("traverse"), "{:.1f}") for size in SIZES) + " |")
+    rows.append(f"| tf.data input alone, ex/s | {cell(results.get('input'), '{:,.0f}')} | (same pipeline) |")
     for kind in ("cold", "warm"):
         rows.append(f"| first training step, s ({kind} XLA cache) | " + " | ".join(
             cell(results["first_step"].get(f"{size}/{kind}"), "{:.1f}") for size in SIZES) + " |")
@@ -129,6 +154,7 @@ def main() -> int:
         parser.error(f"--sizes: unknown {sorted(unknown)}; known: {', '.join(SIZES)}")
     results = {"machine": {"cpus": os.cpu_count()}, "train": {}, "serving": {}, "first_step": {}}
     cache = tempfile.mkdtemp(prefix="xla-cache-")
+    results["input"] = input_rate(args.data_dir)
     try:
         for size in sizes:
             config = SIZES[size]
