@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import pathlib
 import sys
 import time
@@ -30,13 +31,9 @@ METER_REASON = "unsupported_meter"
 
 
 def collection_tunes(directory: pathlib.Path):
-    """(file name, index, tune text) of every tune of every ``*.abc`` file under directory."""
-    out = []
-    for path in sorted(pathlib.Path(directory).rglob("*.abc")):
-        text = sources.decode_text(path.read_bytes())
-        for i, tune in enumerate(abc_reader.split_abc_book(text)):
-            out.append((path.name, i, tune))
-    return out
+    """(file name, index, tune text) of every tune of every ABC file in directory (the reader's own listing)."""
+    return [(os.path.basename(t.origin), t.index, t.payload)
+            for t in sources.read_raw_tunes(sources.resolve_source(str(directory))) if t.kind == "abc"]
 
 
 def parse_collection(tunes):

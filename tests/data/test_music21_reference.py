@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import collections
 import math
+import os
 import pathlib
 import re
 import warnings
@@ -281,12 +282,9 @@ def compare_tune(tune: str) -> Optional[str]:
 
 
 def corpus_tunes(corpus_dir: pathlib.Path) -> List[Tuple[str, int, str]]:
-    out = []
-    for path in sorted(pathlib.Path(corpus_dir).glob("*.abc")):
-        text = sources.decode_text(path.read_bytes())
-        for i, tune in enumerate(abc_reader.split_abc_book(text)):
-            out.append((path.name, i, tune))
-    return out
+    """(file name, index, tune text) of every ABC tune in corpus_dir, as prepare lists them."""
+    return [(os.path.basename(t.origin), t.index, t.payload)
+            for t in sources.read_raw_tunes(sources.resolve_source(str(corpus_dir))) if t.kind == "abc"]
 
 
 def deterministic_sample(tunes: Sequence, size: int) -> list:
