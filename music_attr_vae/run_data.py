@@ -24,7 +24,7 @@ from music_attr_vae.data import prepare as prepare_mod
 
 def resolve_data(
     config, workdir: str, source: Optional[str], *, scratch: Optional[str] = None, progress=True,
-    cache_dir: Optional[str] = None,
+    cache_dir: Optional[str] = None, allow_unverified_download: bool = False,
 ):
     """The prepared data dir for this run and its summary.
 
@@ -48,7 +48,7 @@ def resolve_data(
     try:
         summary = prepare_mod.prepare(
             source, out, max_shift=config.data.max_shift, seed=config.data.seed, progress=progress,
-            cache_dir=cache_dir,
+            cache_dir=cache_dir, allow_unverified_download=allow_unverified_download,
         )
     except Exception as err:
         if source == "folk_rnn" and "--source" not in str(err):

@@ -391,7 +391,7 @@ class _Trainer:
 
 def train(
     config, workdir: str, source: Optional[str] = None, strategy: str = "auto", *,
-    progress: bool = True, cache_dir: Optional[str] = None,
+    progress: bool = True, cache_dir: Optional[str] = None, allow_unverified_download: bool = False,
 ) -> dict:
     """Train (or resume) ``config`` in ``workdir``; returns a summary dict.
 
@@ -399,7 +399,8 @@ def train(
     ('completed' | 'time_budget'), train_seconds (inside ``fit``, over all
     runs of the workdir), examples_per_second (this call's steps over its
     time inside ``fit``, compilation included), validation (the last epoch's
-    metrics), saved_model (path or None).
+    metrics), saved_model (path or None).  ``cache_dir`` and
+    ``allow_unverified_download`` apply when the folk-rnn corpus must be downloaded.
     """
     configs_loader.validate_config(config)
     strat = make_strategy(strategy) if isinstance(strategy, str) else strategy
@@ -409,13 +410,14 @@ def train(
                          "the workers' clocks would stop them at different steps")
     workdir = _prepare_workdir(workdir)
     is_chief, task_id = _worker_role(strat)
+    download = dict(cache_dir=cache_dir, allow_unverified_download=allow_unverified_download)
     if not is_chief:  # the chief holds the lock for the whole cluster
-        return _train_in(config, workdir, source, strat, strategy_name, is_chief, task_id, progress, cache_dir)
+        return _train_in(config, workdir, source, strat, strategy_name, is_chief, task_id, progress, download)
     with wd.WorkdirLock(workdir):
-        return _train_in(config, workdir, source, strat, strategy_name, is_chief, task_id, progress, cache_dir)
+        return _train_in(config, workdir, source, strat, strategy_name, is_chief, task_id, progress, download)
 
 
-def _train_in(config, workdir, source, strat, strategy_name, is_chief, task_id, progress, cache_dir) -> dict:
+def _train_in(config, workdir, source, strat, strategy_name, is_chief, task_id, progress, download: dict) -> dict:
     """``train`` once the workdir is ready (and locked, on the chief)."""
     scratch = None if is_chief else wd.worker_scratch(workdir, task_id)
     if scratch:
@@ -426,7 +428,7 @@ def _train_in(config, workdir, source, strat, strategy_name, is_chief, task_id, 
     source = source or config.data.source or "folk_rnn"
     data_dir, _ = run_data.resolve_data(
         config, workdir, source, scratch=wd.path(scratch, wd.DATA_DIR) if scratch else None,
-        progress=progress and is_chief, cache_dir=cache_dir,
+        progress=progress and is_chief, **download,
     )
     config = configs_loader.from_dict(configs_loader.to_dict(config))  # a private copy we may annotate
     config.data.source = source

@@ -34,6 +34,10 @@ _STRATEGY = flags.DEFINE_enum(
     "auto: MirroredStrategy over all GPUs if any, else the default strategy; multi_worker reads TF_CONFIG.",
 )
 _CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Download cache for the folk-rnn corpus.")
+_ALLOW_UNVERIFIED = flags.DEFINE_boolean(
+    "allow_unverified_download", False,
+    "Accept a folk-rnn download whose sha256 is not pinned (FOLK_RNN_SHA256 is unset), as prepare does.",
+)
 _PROGRESS = flags.DEFINE_boolean("progress", True, "Show a progress bar with throughput on stderr.")
 
 flags.mark_flags_as_required(["config", "workdir"])
@@ -66,6 +70,7 @@ def main(argv) -> int:
         result = training.train(
             config, _WORKDIR.value, source=_SOURCE.value, strategy=_STRATEGY.value,
             progress=_PROGRESS.value, cache_dir=_CACHE_DIR.value,
+            allow_unverified_download=_ALLOW_UNVERIFIED.value,
         )
     except training.NonFiniteLossError as err:
         return _fail(str(err), code=1)

@@ -149,3 +149,21 @@ def test_cli_refuses_an_unverified_folk_rnn_download_unless_told(server, tmp_pat
                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert accepted.returncode == 0, accepted.stderr
     assert "raw tunes read: 400" in accepted.stdout
+
+
+def test_train_takes_the_same_flag_for_its_default_corpus(server, tmp_path, monkeypatch):
+    """`train` with no --source prepares the folk-rnn corpus: refused unverified, accepted with the flag."""
+    from music_attr_vae import run_data
+    from music_attr_vae.configs_loader import load_config
+
+    monkeypatch.setattr(sources, "FOLK_RNN_URL", f"{server}/good")
+    monkeypatch.setattr(sources, "FOLK_RNN_SHA256", None)
+    monkeypatch.delenv(sources.FOLK_RNN_SHA256_ENV, raising=False)
+    config = load_config("quick", {"data.max_shift": 0})
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with pytest.raises(SourceError, match="--allow_unverified_download"):
+        run_data.resolve_data(config, str(tmp_path / "a"), None, cache_dir=str(tmp_path / "cache"), progress=False)
+    data_dir, summary = run_data.resolve_data(config, str(tmp_path / "b"), None, cache_dir=str(tmp_path / "cache"),
+                                              progress=False, allow_unverified_download=True)
+    assert pathlib.Path(data_dir, "summary.json").exists() and summary["totals"]["raw_tunes"] == 400
