@@ -200,6 +200,7 @@ def publish_files(out_dir: str, names: Sequence[str], manifest: str, write: Call
     fails).  On any failure ``out_dir`` is left as it was (a folder this call
     created is removed again).  ``check_output_dir`` rules apply.
     """
+    recover_outputs(out_dir)
     check_output_dir(out_dir, names, manifest)
     created = not os.path.isdir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
@@ -299,4 +300,26 @@ def recover_dir(target: str) -> Optional[str]:
     for path, pid in _leftovers(target, TEMP_MARK):
         if not pid_alive(pid):
             _remove(path)
+    return restored
+
+
+def recover_outputs(out_dir: str) -> List[str]:
+    """Undo what a :func:`publish_files` killed midway left in ``out_dir``; returns the files put back.
+
+    Its hidden staging folder (``.outputs.tmp-PID-*``, of a dead process only)
+    may hold, in its ``.old-`` folder, earlier files it had moved aside: each
+    one whose place is still empty is moved back.  Then the staging folder is
+    removed.  Nothing else is touched.
+    """
+    restored = []
+    for staging, pid in _leftovers(os.path.join(out_dir, "outputs"), TEMP_MARK):
+        if pid_alive(pid):
+            continue
+        aside = os.path.join(staging, OLD_MARK)
+        for name in sorted(os.listdir(aside)) if os.path.isdir(aside) else []:
+            target = os.path.join(out_dir, name)
+            if not os.path.lexists(target):
+                os.replace(os.path.join(aside, name), target)
+                restored.append(target)
+        _remove(staging)
     return restored

@@ -137,3 +137,30 @@ def test_recover_dir_restores_a_moved_aside_folder_and_removes_dead_leftovers(tm
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["out", f".out.tmp-{me}-live", ".out.tmp-x", f".outer.tmp-{dead}-a"])
     assert not fileio.pid_alive(dead) and fileio.pid_alive(me)
+
+
+def test_a_publish_killed_between_its_renames_is_undone_by_the_next_one(tmp_path):
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    out = tmp_path / "out"
+    manifest = '{"files": {"a": "a.mid", "b": "b.abc", "m": "m.json"}}'
+    _publish(out, {"a.mid": "old a", "b.abc": "old b", "m.json": manifest})
+    # A run killed after moving b.abc aside and before moving its new one in, and a live run's staging.
+    staging = out / f".outputs.tmp-{child.pid}-xyz"
+    (staging / ".old-").mkdir(parents=True)
+    os.replace(out / "b.abc", staging / ".old-" / "b.abc")
+    (staging / "a.mid").write_text("half-written")
+    live = out / f".outputs.tmp-{os.getpid()}-live"
+    live.mkdir()
+    assert fileio.recover_outputs(str(out)) == [str(out / "b.abc")]
+    assert (out / "b.abc").read_text() == "old b" and (out / "a.mid").read_text() == "old a"
+    assert not staging.exists() and live.exists()  # a live writer's staging is left alone
+    live.rmdir()
+    (staging / ".old-").mkdir(parents=True)  # again, seen by the next publish itself
+    os.replace(out / "a.mid", staging / ".old-" / "a.mid")
+    _publish(out, {"b.abc": "new b", "m.json": manifest})
+    assert (out / "a.mid").read_text() == "old a" and (out / "b.abc").read_text() == "new b"
+    assert sorted(p.name for p in out.iterdir()) == ["a.mid", "b.abc", "m.json"]
