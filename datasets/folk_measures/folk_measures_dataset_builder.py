@@ -34,7 +34,9 @@ from typing import Tuple
 import numpy as np
 import tensorflow_datasets as tfds
 
-from music_attr_vae.data import attributes, measures, pipeline, schema, splits
+from music_attr_vae.data import attributes, pipeline, schema, splits
+
+from music_attr_vae.data.codec import CODEC
 
 
 @dataclasses.dataclass(eq=False)
@@ -82,7 +84,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             features=tfds.features.FeaturesDict(features),
             homepage="https://github.com/IraKorshunova/folk-rnn",
             metadata=tfds.core.MetadataDict(
-                vocabulary=measures.vocabulary(), attribute_names=list(attributes.ATTRIBUTE_NAMES)
+                vocabulary=CODEC.to_json(), attribute_names=list(attributes.ATTRIBUTE_NAMES)
             ),
         )
 
