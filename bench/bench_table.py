@@ -35,6 +35,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+CONFIGS = os.path.join(os.path.dirname(HERE), "configs")
 SIZES = {"small": "rhy_pr", "paper": "paper"}
 PRECISIONS = {"default": [], "float32": ["--override=model.matmul_dtype=float32", "--override=train.jit_compile=True"]}
 
@@ -104,7 +105,7 @@ def first_step_seconds(config: str, data_dir: str, cache: str) -> dict:
         ckpt = os.path.join(workdir, "checkpoints", "ckpt-1.index")
         start = time.perf_counter()
         proc = subprocess.Popen(
-            ["music-attr-vae", "train", f"--config={config}", f"--workdir={workdir}", f"--source={data_dir}",
+            ["music-attr-vae", "train", f"--config={os.path.join(CONFIGS, config + '.py')}", f"--workdir={workdir}", f"--source={data_dir}",
              "--config.train.checkpoint_every_steps=1", "--noprogress"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
