@@ -207,7 +207,10 @@ def from_dict(data: Mapping[str, Any]) -> ml_collections.ConfigDict:
     no reader of a config needs a fallback of its own.  Regularization entries
     are taken whole (their field defaults live in ``model/regularization.py``).
     """
-    config = load_config("common")
+    try:
+        config = load_config("common")
+    except FileNotFoundError:  # no configs/ folder beside the package: the stored fields are all there is
+        config = ml_collections.ConfigDict()
     for section, values in data.items():
         if section != "regularization" and isinstance(values, Mapping) and isinstance(
             config.get(section), ml_collections.ConfigDict

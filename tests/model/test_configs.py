@@ -101,3 +101,11 @@ def test_a_workdir_config_from_an_older_version_gets_the_common_defaults():
     assert dict(config.regularization.pitch_range) == stored["regularization"]["pitch_range"]
     assert model_kwargs(config)["token_dropout"] == 0.0
     assert to_dict(from_dict(to_dict(config))) == to_dict(config)
+
+
+def test_a_workdir_config_loads_without_a_configs_folder(tmp_path, monkeypatch):
+    from music_attr_vae.configs_loader import from_dict, to_dict
+
+    stored = to_dict(load_config("rhy_pr"))
+    monkeypatch.setenv("MUSIC_ATTR_VAE_CONFIGS", str(tmp_path / "nowhere"))
+    assert to_dict(from_dict(stored)) == stored
