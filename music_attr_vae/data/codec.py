@@ -190,9 +190,10 @@ class MeasureCodec:
     def from_json(cls, data: Dict[str, object]) -> "MeasureCodec":
         """The codec a :meth:`to_json` dict describes; ValueError if its grid is not this codec's grid."""
         codec = cls(int(data["min_pitch"]), int(data["max_pitch"]))
+        own = codec.to_json()
         for key in ("size", "rest", "hold", "ticks_per_measure", "ticks_per_beat"):
-            if key in data and int(data[key]) != codec.to_json()[key]:
-                raise ValueError(f"vocabulary field {key}={data[key]} does not match the codec ({codec.to_json()[key]})")
+            if key in data and int(data[key]) != own[key]:
+                raise ValueError(f"vocabulary field {key}={data[key]} does not match the codec ({own[key]})")
         return codec
 
     def check_tokens(self, tokens) -> np.ndarray:

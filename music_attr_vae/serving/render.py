@@ -25,7 +25,6 @@ from music_attr_vae import fileio
 from music_attr_vae.data.codec import CODEC, Segment
 
 TWELFTHS_PER_BEAT = CODEC.TWELFTHS_PER_BEAT
-TWELFTHS_PER_MEASURE = CODEC.twelfths_per_measure
 
 
 def pitch_bounds(tokens, transpose: int = 0) -> Optional[Tuple[int, int]]:

@@ -11,7 +11,7 @@ import note_seq
 import numpy as np
 import pytest
 
-from music_attr_vae.serving import client, editing, export, render
+from music_attr_vae.serving import client, editing, export
 from music_attr_vae.data import abc_reader
 from music_attr_vae.data.codec import CODEC
 from serving_helpers import canonical, notes_in_beats, read_abc_tokens
