@@ -16,7 +16,11 @@ Each measurement runs in a fresh process, as a user's command would:
   the training rate: the input must never be the bottleneck);
 * time to the first training step of ``music-attr-vae train``, both sizes:
   from the process start to the checkpoint written after step 1, with an empty
-  XLA cache ("cold") and again with the cache the first run filled ("warm").
+  XLA cache ("cold") and again with the cache the first run filled ("warm");
+* time to the first answer of ``music-attr-vae generate`` (one 8-step
+  traversal) and ``music-attr-vae edit`` (one bar of a 4-bar ABC tune), both
+  sizes: the whole command, from the process start to its exit, on an
+  untrained export, cold and warm.
 
 The 1-minute load average is read before each measurement; figures taken at a
 load above ~0.5 shared the 2 cores with other work.  Reference figures of the
@@ -37,6 +41,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIGS = os.path.join(os.path.dirname(HERE), "configs")
 SIZES = {"small": "rhy_pr", "paper": "paper"}
+FIGURES = ("input", "first_step", "train", "serving", "first_answer")
 PRECISIONS = {"default": [], "float32": ["--override=model.matmul_dtype=float32", "--override=train.jit_compile=True"]}
 
 
@@ -122,6 +127,48 @@ def first_step_seconds(config: str, data_dir: str, cache: str) -> dict:
     return {"value": round(seconds, 1), "load": load}
 
 
+TUNE = """X:1
+T:Bench tune
+M:4/4
+L:1/8
+K:G
+GABc dedB|dedB dedB|c2ec B2dB|c2A2 A2BA|
+"""
+
+
+def first_answer_seconds(config: str, cache: str) -> dict:
+    """Seconds of a whole ``generate`` and ``edit`` command on an untrained export, cold and warm XLA cache."""
+    env = dict(os.environ, MUSIC_ATTR_VAE_XLA_CACHE=cache, TF_XLA_FLAGS="")
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        _run([sys.executable, "-c", EXPORT_PROGRAM, config, tmp, HERE], env=env)
+        saved = os.path.join(tmp, "saved_model")
+        tune = os.path.join(tmp, "tune.abc")
+        with open(tune, "w", encoding="utf-8") as f:
+            f.write(TUNE)
+        commands = {
+            "generate": ["generate", f"--saved_model={saved}", "--attribute=pitch_range", "--steps=8"],
+            "edit": ["edit", f"--saved_model={saved}", f"--tune={tune}", "--measures=2", "--set=pitch_range+=0.1"],
+        }
+        for kind in ("cold", "warm"):
+            if kind == "cold":
+                shutil.rmtree(cache, ignore_errors=True)
+            for name, argv in commands.items():
+                load = _load()
+                start = time.perf_counter()
+                _run(["music-attr-vae", *argv, f"--out={os.path.join(tmp, name + '_' + kind)}"], env=env)
+                results[f"{name}/{kind}"] = {"value": round(time.perf_counter() - start, 1), "load": load}
+    return results
+
+
+EXPORT_PROGRAM = """
+import sys
+sys.path.insert(0, sys.argv[3])
+from bench_serving import export_untrained
+export_untrained(sys.argv[1], sys.argv[2])
+"""
+
+
 def table(results: dict) -> str:
     rows = ["| figure | small | paper |", "|---|---|---|"]
 
@@ -139,6 +186,10 @@ def table(results: dict) -> str:
     for kind in ("cold", "warm"):
         rows.append(f"| first training step, s ({kind} XLA cache) | " + " | ".join(
             cell(results["first_step"].get(f"{size}/{kind}"), "{:.1f}") for size in SIZES) + " |")
+    for name in ("generate", "edit"):
+        for kind in ("cold", "warm"):
+            rows.append(f"| whole `{name}` command, s ({kind} XLA cache) | " + " | ".join(
+                cell(results["first_answer"].get(size, {}).get(f"{name}/{kind}"), "{:.1f}") for size in SIZES) + " |")
     return "\n".join(rows)
 
 
@@ -148,22 +199,32 @@ def main() -> int:
     parser.add_argument("--sizes", default="small,paper", help="comma-separated: small, paper")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per figure")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--figures", default=",".join(FIGURES), help=f"comma-separated subset of: {', '.join(FIGURES)}")
     args = parser.parse_args()
+    figures = [f for f in args.figures.split(",") if f]
+    if set(figures) - set(FIGURES):
+        parser.error(f"--figures: unknown {sorted(set(figures) - set(FIGURES))}; known: {', '.join(FIGURES)}")
     sizes = [s for s in args.sizes.split(",") if s]
     unknown = set(sizes) - set(SIZES)
     if unknown:
         parser.error(f"--sizes: unknown {sorted(unknown)}; known: {', '.join(SIZES)}")
-    results = {"machine": {"cpus": os.cpu_count()}, "train": {}, "serving": {}, "first_step": {}}
+    results = {"machine": {"cpus": os.cpu_count()}, "train": {}, "serving": {}, "first_step": {}, "first_answer": {}}
     cache = tempfile.mkdtemp(prefix="xla-cache-")
-    results["input"] = input_rate(args.data_dir)
+    if "input" in figures:
+        results["input"] = input_rate(args.data_dir)
     try:
         for size in sizes:
             config = SIZES[size]
-            for kind in ("cold", "warm"):  # cold first: the cache starts empty
-                results["first_step"][f"{size}/{kind}"] = first_step_seconds(config, args.data_dir, cache)
-            for precision in PRECISIONS:
-                results["train"][f"{size}/{precision}"] = train_rate(config, precision, args.data_dir, args.steps)
-            results["serving"][size] = serving(config)
+            if "first_step" in figures:
+                for kind in ("cold", "warm"):  # cold first: the cache starts empty
+                    results["first_step"][f"{size}/{kind}"] = first_step_seconds(config, args.data_dir, cache)
+            if "train" in figures:
+                for precision in PRECISIONS:
+                    results["train"][f"{size}/{precision}"] = train_rate(config, precision, args.data_dir, args.steps)
+            if "serving" in figures:
+                results["serving"][size] = serving(config)
+            if "first_answer" in figures:
+                results["first_answer"][size] = first_answer_seconds(config, cache)
             print(json.dumps({size: {k: v for k, v in results.items() if k != "machine"}}), flush=True)
     finally:
         shutil.rmtree(cache, ignore_errors=True)

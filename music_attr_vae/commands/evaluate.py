@@ -26,7 +26,9 @@ flags.DEFINE_string("data_dir", None, "Prepared dataset whose test split is used
                     "still means in the workdir's own training split).")
 flags.DEFINE_string("source", None, "Evaluate on every measure of this corpus (ABC/MIDI file, folder or glob; untransposed) "
                     "instead of the test split; 'seen' then means 'in the model's training split'.")
-flags.DEFINE_string("output_dir", None, "Where metrics.json and the figures go (default: DIR/eval, or eval/ beside the SavedModel).")
+flags.DEFINE_string("output_dir", None, "Where metrics.json and the figures go (default: DIR/eval; with --source or "
+                    "another --data_dir, DIR/eval/source-NAME-HASH or DIR/eval/data-NAME-HASH; for --saved_model, "
+                    "eval/ beside it).")
 flags.DEFINE_string("name", None, "Model name in the report (default: the workdir's base name).")
 # Every size a request can ask for is bounded (the serving limits of music_attr_vae.serving.limits).
 flags.DEFINE_integer("batch_size", 512, "Measures per encode/decode call.", lower_bound=1, upper_bound=MAX_BATCH)

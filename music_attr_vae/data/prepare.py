@@ -30,7 +30,7 @@ import numpy as np
 from music_attr_vae import fileio
 from music_attr_vae.data import attributes, splits, writer
 from music_attr_vae.data.codec import CODEC
-from music_attr_vae.data.pipeline import NO_MEASURES, PITCH_OUT_OF_RANGE, TuneResult, run_pipeline  # noqa: F401
+from music_attr_vae.data.pipeline import TuneResult, run_pipeline
 from music_attr_vae.data.schema import (  # noqa: F401  (re-exported: the names callers of prepare use)
     DEFAULT_SPLIT_FRACTIONS,
     FORMAT_VERSION,

@@ -46,10 +46,10 @@ def _load_test(data_dir: str, split: str = "test") -> Tuple[np.ndarray, np.ndarr
 SOURCE_SPLIT = "train"  # a --source corpus is prepared whole, into this one split
 
 
-def source_label(source: str) -> str:
-    """A folder name for the evaluation of ``source``: its base name and a short hash of the whole text."""
-    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(source.rstrip("/*" + os.sep)) or "source")[:40]
-    return f"source-{base}-{hashlib.sha256(source.encode('utf-8')).hexdigest()[:8]}"
+def source_label(source: str, kind: str = "source") -> str:
+    """A folder name for the evaluation of ``source``: ``kind``, its base name and a short hash of the whole text."""
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(source.rstrip("/*" + os.sep)) or kind)[:40]
+    return f"{kind}-{base}-{hashlib.sha256(source.encode('utf-8')).hexdigest()[:8]}"
 
 
 def prepare_source(source: str, output_dir: str) -> str:
@@ -94,7 +94,9 @@ def evaluate_workdir(workdir: str, *, data_dir: Optional[str] = None, output_dir
     With ``source`` (a file, folder or glob of tunes) the model is evaluated on
     every measure of that corpus instead of its test split, in
     DIR/eval/source-NAME-HASH/ by default; "seen" then means "occurs in the
-    model's training split".
+    model's training split".  The test split of another prepared ``data_dir``
+    goes to DIR/eval/data-NAME-HASH/ by default, so neither replaces the
+    workdir's own evaluation in DIR/eval/.
     """
     options = options or EvalOptions()
     workdir = os.path.abspath(workdir)
@@ -109,7 +111,12 @@ def evaluate_workdir(workdir: str, *, data_dir: Optional[str] = None, output_dir
         source="workdir", path=workdir, z_dim=int(config.model.z_dim), regularization=_config_regularization(config),
     )
     latent_model = KerasLatentModel(model, info.z_dim, options.batch_size)
-    label = source_label(source) if source else ""
+    if source:
+        label = source_label(source)
+    elif data_dir != trained_on:  # another prepared corpus: beside the workdir's own evaluation, not over it
+        label = source_label(data_dir, "data")
+    else:
+        label = ""
     output_dir = output_dir or wd.path(workdir, wd.EVAL_DIR, label)
     eval_data, split, tokens, attribute_values, seen = evaluation_data(source, data_dir, output_dir, trained_on)
     timing = {"load": round(time.perf_counter() - start, 3)}
@@ -125,7 +132,8 @@ def evaluate_saved_model(saved_model: str, data_dir: str, *, output_dir: Optiona
 
     Output goes to ``output_dir`` (TensorBoard images to ``output_dir``/tensorboard)
     or by default beside the SavedModel: DIR/eval and DIR/tensorboard/eval for
-    DIR/saved_model, as for a workdir.
+    DIR/saved_model of a workdir DIR trained on ``data_dir``, as for a workdir;
+    any other corpus goes to DIR/eval/data-NAME-HASH (or source-NAME-HASH).
     """
     options = options or EvalOptions()
     saved_model = os.path.abspath(saved_model)
@@ -144,13 +152,19 @@ def evaluate_saved_model(saved_model: str, data_dir: str, *, output_dir: Optiona
         config_name=str(config.get("name") or meta.get("model_name") or "?"),
         source="saved_model", path=saved_model, z_dim=latent_model.z_dim, regularization=regularization,
     )
-    label = source_label(source) if source else ""
+    data_dir = os.path.abspath(data_dir)
+    if source:
+        label = source_label(source)
+    elif wd.is_workdir(parent) and data_dir == os.path.abspath(wd.data_dir_of(parent)):
+        label = ""  # the workdir's own test split: the same evaluation as --workdir's
+    else:  # any other corpus goes beside DIR/eval, never over it
+        label = source_label(data_dir, "data")
     if output_dir:  # a folder of its own: keep the TensorBoard images inside it
         tensorboard_dir = os.path.join(output_dir, "tensorboard")
     else:  # DIR/saved_model -> DIR/eval and DIR/tensorboard/eval, as for a workdir
         output_dir = wd.path(parent, wd.EVAL_DIR, label)
         tensorboard_dir = wd.tensorboard_dir(parent, os.path.join(wd.EVAL_DIR, label))
-    eval_data, split, tokens, attribute_values, seen = evaluation_data(source, os.path.abspath(data_dir), output_dir)
+    eval_data, split, tokens, attribute_values, seen = evaluation_data(source, data_dir, output_dir)
     timing = {"load": round(time.perf_counter() - start, 3)}
     return evaluate(latent_model, info, tokens, attribute_values, data_dir=eval_data, output_dir=output_dir,
                     tensorboard_dir=tensorboard_dir, options=options, timing=timing, seen=seen, split=split,

@@ -292,6 +292,28 @@ def test_evaluate_cli_on_another_corpus(quick_evaluated, nottingham_dir):
     assert ev.load_metrics(str(quick_evaluated / "eval"))["data"]["split"] == "test"
 
 
+def test_evaluate_cli_on_another_prepared_dataset_keeps_the_own_evaluation(quick_evaluated, nottingham_dir, tmp_path):
+    """--data_dir of another prepared corpus: written beside DIR/eval, never over it."""
+    from music_attr_vae.data import loader, prepare
+
+    other = tmp_path / "hpps"  # one Nottingham book that is not in the small corpus
+    prepare.prepare(str(nottingham_dir / "hpps.abc"), str(other), max_shift=0, seed=0, progress=False)
+    own = (quick_evaluated / "eval" / "metrics.json").read_bytes()
+    _cli("evaluate", f"--workdir={quick_evaluated}", f"--data_dir={other}", "--nofigures", *CLI_FAST)
+    eval_dir = quick_evaluated / "eval" / entry_points.source_label(str(other), "data")
+    assert eval_dir.name.startswith("data-hpps-")
+    result = ev.load_metrics(str(eval_dir))
+    assert result["data"]["data_dir"] == str(other) and result["data"]["split"] == "test"
+    assert result["data"]["n_test"] == len(loader.load_arrays(str(other), "test")["tokens"])
+    assert (quick_evaluated / "eval" / "metrics.json").read_bytes() == own
+    # the export of the same workdir, on the same other corpus, by default: the same place
+    options = ev.EvalOptions(traversal_latents=40, traversal_steps=7, figures=False)
+    exported = entry_points.evaluate_saved_model(str(quick_evaluated / "saved_model"), str(other), options=options)
+    assert exported["data"]["n_test"] == result["data"]["n_test"]
+    assert ev.load_metrics(str(eval_dir))["model"]["source"] == "saved_model"
+    assert (quick_evaluated / "eval" / "metrics.json").read_bytes() == own
+
+
 def test_saved_model_evaluation_matches_the_workdir(quick_evaluated, tmp_path):
     workdir_result = ev.load_metrics(str(quick_evaluated / "eval"))
     options = ev.EvalOptions(traversal_latents=40, traversal_steps=7, figures=False)
