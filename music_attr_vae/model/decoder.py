@@ -225,7 +225,10 @@ class HierarchicalDecoder(keras.layers.Layer):
         table = self._token_table()
         _, beat_kernel = self._split_tick_kernel()
         hold_at_start = self._start_mask()[0][None]
-        recurrent = [rnn.recurrent_operand() for rnn in self.tick_rnns]
+        # every weight the loop uses, read once: per tick the graph holds only the arithmetic
+        recurrent = [rnn.recurrent_operands() for rnn in self.tick_rnns]
+        inputs = [rnn.input_operands() for rnn in self.tick_rnns]
+        head_kernel, head_bias = tf.convert_to_tensor(self.output_head.kernel), tf.convert_to_tensor(self.output_head.bias)
         token_in = lookup(table, tf.fill([batch], self.start))
         outputs, out_logits = [], []
         for b in range(self.codec.beats_per_measure):
@@ -238,8 +241,8 @@ class HierarchicalDecoder(keras.layers.Layer):
                 for i, rnn in enumerate(self.tick_rnns):
                     states[i] = rnn.step(x_proj, states[i], recurrent[i])
                     if i + 1 < self.num_layers:
-                        x_proj = self.tick_rnns[i + 1].project(states[i])
-                logits = self.output_head(states[-1])
+                        x_proj = self.tick_rnns[i + 1].project(states[i], inputs[i + 1])
+                logits = tf.matmul(states[-1], head_kernel) + head_bias
                 if self.mask_hold_at_start and tick == 0:
                     logits = tf.where(hold_at_start, MASKED_LOGIT, logits)
                 token_in, out = pick(logits, tick, table)

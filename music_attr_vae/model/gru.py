@@ -68,8 +68,8 @@ def matmul(a, b, dtype: str = "float32"):
 
 
 def _gates(x_proj, h_proj, h):
-    """One GRU update from the projected input and the projected state."""
-    xz, xr, xh = tf.split(x_proj, 3, axis=-1)
+    """One GRU update from the projected input (B, 3H), or its three gate parts, and the projected state."""
+    xz, xr, xh = x_proj if isinstance(x_proj, (tuple, list)) else tf.split(x_proj, 3, axis=-1)
     hz, hr, hh = tf.split(h_proj, 3, axis=-1)
     z = tf.sigmoid(xz + hz)
     r = tf.sigmoid(xr + hr)
@@ -98,22 +98,39 @@ class GRU(keras.layers.Layer):
         )
         self.bias = self.add_weight(shape=(2, h3), initializer="zeros", name="bias")
 
-    def project(self, x):
-        """Input projection ``x @ W + b_in`` over any leading dims: (..., in) -> (..., 3H)."""
-        return matmul(x, self.kernel, self.matmul_dtype) + self.bias[0]
+    def _operand(self, variable):
+        """A weight in the product's operand type."""
+        value = tf.convert_to_tensor(variable)
+        return value if _effective(self.matmul_dtype) == "float32" else tf.cast(value, tf.bfloat16)
 
-    def recurrent_operand(self):
-        """The recurrent kernel in the product's operand type (cast once per sequence, not per step)."""
-        kernel = tf.convert_to_tensor(self.recurrent_kernel)
-        return kernel if _effective(self.matmul_dtype) == "float32" else tf.cast(kernel, tf.bfloat16)
+    def input_operands(self) -> Tuple[tf.Tensor, tf.Tensor]:
+        """(input kernel as product operand, input bias): read once by callers that project step by step."""
+        return self._operand(self.kernel), self.bias[0]
 
-    def step(self, x_proj_t, h, recurrent=None):
-        """One step: projected input (B, 3H), state (B, H) -> new state (B, H).
+    def recurrent_operands(self) -> Tuple[tf.Tensor, tf.Tensor]:
+        """(recurrent kernel as product operand, recurrent bias): read once per sequence, not per step.
 
-        ``recurrent`` is ``recurrent_operand()``, hoisted by callers that loop.
+        Reading (and casting) the weights once keeps an unrolled loop's graph
+        small: per step it holds the product and the gates, no variable reads
+        or slices, which is what tracing and graph optimisation pay for.
         """
-        recurrent = self.recurrent_operand() if recurrent is None else recurrent
-        return _gates(x_proj_t, matmul(h, recurrent, self.matmul_dtype) + self.bias[1], h)
+        return self._operand(self.recurrent_kernel), self.bias[1]
+
+    def project(self, x, operands=None):
+        """Input projection ``x @ W + b_in`` over any leading dims: (..., in) -> (..., 3H).
+
+        ``operands`` is ``input_operands()``, hoisted by callers that loop.
+        """
+        kernel, bias = self.input_operands() if operands is None else operands
+        return matmul(x, kernel, self.matmul_dtype) + bias
+
+    def step(self, x_proj_t, h, operands=None):
+        """One step: projected input (B, 3H) or its gate parts, state (B, H) -> new state (B, H).
+
+        ``operands`` is ``recurrent_operands()``, hoisted by callers that loop.
+        """
+        kernel, bias = self.recurrent_operands() if operands is None else operands
+        return _gates(x_proj_t, matmul(h, kernel, self.matmul_dtype) + bias, h)
 
     def run(self, x_proj, h0=None) -> Tuple[tf.Tensor, tf.Tensor]:
         """Recurrence over a projected sequence (B, T, 3H) -> (outputs (B, T, H), last state).
@@ -138,16 +155,18 @@ class GRU(keras.layers.Layer):
         return tf.concat([p[0] for p in parts], axis=0), tf.concat([p[1] for p in parts], axis=0)
 
     def _run_chain(self, x_proj, h):
-        recurrent = self.recurrent_operand()
+        operands = self.recurrent_operands()
         if not self.unroll:  # a loop op: ~20% slower steps, but compiles in a fraction of the time
             states = tf.scan(
-                lambda prev, x_t: self.step(x_t, prev, recurrent), tf.transpose(x_proj, [1, 0, 2]), initializer=h
+                lambda prev, x_t: self.step(x_t, prev, operands), tf.transpose(x_proj, [1, 0, 2]), initializer=h
             )
             return tf.transpose(states, [1, 0, 2]), states[-1]
-        # unstack rather than slice per step: the gradient of 24 slices would be 24 padded copies
+        # split the gates once for the whole sequence, and unstack rather than slice per step
+        # (the gradient of 24 slices would be 24 padded copies)
+        gates = [tf.unstack(part, axis=1) for part in tf.split(x_proj, 3, axis=-1)]
         outputs = []
-        for x_t in tf.unstack(x_proj, axis=1):
-            h = self.step(x_t, h, recurrent)
+        for x_t in zip(*gates):
+            h = self.step(x_t, h, operands)
             outputs.append(h)
         return tf.stack(outputs, axis=1), h
 
