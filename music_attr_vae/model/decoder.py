@@ -194,9 +194,15 @@ class HierarchicalDecoder(keras.layers.Layer):
         """
         temperature = tf.cast(temperature, tf.float32)
         seed = tf.cast(seed, tf.int32)
+        shape = [tf.shape(z)[0], self.codec.vocab_size]
+        ticks = self.codec.ticks_per_measure
+        # the noise of all 24 ticks in one cond (greedy decoding does not pay for it); one cond per
+        # tick would put 24 copies of the hash in the graph, which XLA compiles on the first call
+        noise = tf.unstack(tf.cond(temperature > 0.0, lambda: gumbel_noise(shape, seed, tf.range(ticks)),
+                                   lambda: tf.zeros([ticks, *shape])), num=ticks)
 
         def pick(logits, tick, table):
-            token = _choose(logits, temperature, seed, tick)
+            token = _choose(logits, temperature, noise[tick])
             return lookup(table, token), token
 
         return self._free_loop(z, pick)
@@ -260,29 +266,33 @@ def _hash32(x):
     return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
 
 
-def counter_uniform(shape, seed, tick):
-    """Uniforms in (0, 1), a pure function of (seed, tick, position).
+def counter_uniform(shape, seed, ticks):
+    """Uniforms in (0, 1) of shape (len(ticks), *shape), a pure function of (seed, tick, position).
 
     TF's stateless random ops draw different numbers under XLA than in plain
     graphs, so a sample would depend on whether the decoder was compiled;
     this counter-based hash does not, which keeps ``decode(z, T, seed)`` the
-    same eagerly, in a SavedModel and under ``jit_compile``.
+    same eagerly, in a SavedModel and under ``jit_compile``.  Tick ``t``'s
+    slice depends only on ``(seed, t)``, not on the other ticks asked for.
     """
     count = tf.reshape(tf.range(tf.reduce_prod(shape), dtype=tf.int32), shape)
-    key = _hash32(tf.bitwise.bitwise_xor(tf.cast(seed, tf.uint32), _hash32(tf.cast(tick, tf.uint32) + 0x9E3779B9)))
-    bits = _hash32(tf.bitwise.bitwise_xor(tf.cast(count, tf.uint32) * tf.constant(0x9E3779B1, tf.uint32), key))
+    ticks = tf.cast(tf.reshape(ticks, [-1]), tf.uint32)
+    key = _hash32(tf.bitwise.bitwise_xor(tf.cast(seed, tf.uint32), _hash32(ticks + 0x9E3779B9)))
+    key = tf.reshape(key, tf.concat([[-1], tf.ones_like(tf.shape(count))], axis=0))
+    bits = _hash32(tf.bitwise.bitwise_xor(tf.cast(count, tf.uint32)[None] * tf.constant(0x9E3779B1, tf.uint32), key))
     return (tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32) + 0.5) / float(1 << 24)
 
 
-def _choose(logits, temperature, seed, tick: int):
+def gumbel_noise(shape, seed, ticks):
+    """Gumbel noise (len(ticks), *shape) from ``counter_uniform``."""
+    return -tf.math.log(-tf.math.log(counter_uniform(shape, seed, ticks)))
+
+
+def _choose(logits, temperature, noise):
     """Argmax when temperature <= 0, else a sample from softmax(logits / temperature).
 
-    Sampling is the Gumbel-max trick on ``counter_uniform`` noise; a
-    ``tf.cond``, so greedy decoding does not pay for it.
+    Sampling is the Gumbel-max trick: the argmax of ``logits / temperature +
+    noise`` with ``noise`` from ``gumbel_noise`` (same shape as ``logits``).
     """
-
-    def sample():
-        gumbel = -tf.math.log(-tf.math.log(counter_uniform(tf.shape(logits), seed, tick)))
-        return tf.argmax(logits / tf.maximum(temperature, 1e-6) + gumbel, axis=-1, output_type=tf.int32)
-
-    return tf.cond(temperature > 0.0, sample, lambda: tf.argmax(logits, axis=-1, output_type=tf.int32))
+    sampled = tf.argmax(logits / tf.maximum(temperature, 1e-6) + noise, axis=-1, output_type=tf.int32)
+    return tf.where(temperature > 0.0, sampled, tf.argmax(logits, axis=-1, output_type=tf.int32))

@@ -123,18 +123,25 @@ def test_sampling_is_reproducible_per_seed():
 
 
 def test_sampler_follows_the_softmax_and_is_the_same_under_xla():
-    from music_attr_vae.model.decoder import _choose, counter_uniform
+    from music_attr_vae.model.decoder import _choose, counter_uniform, gumbel_noise
 
     probs = np.array([0.6, 0.25, 0.1, 0.05], np.float32)
     logits = tf.constant(np.tile(np.log(probs), (40000, 1)))
-    drawn = _choose(logits, tf.constant(1.0), tf.constant(5), 3).numpy()
+    noise = gumbel_noise([40000, 4], tf.constant(5), [3])[0]
+    drawn = _choose(logits, tf.constant(1.0), noise).numpy()
     np.testing.assert_allclose(np.bincount(drawn, minlength=4) / len(drawn), probs, atol=0.01)
-    hot = _choose(logits, tf.constant(4.0), tf.constant(5), 3).numpy()  # a higher temperature flattens it
+    hot = _choose(logits, tf.constant(4.0), noise).numpy()  # a higher temperature flattens it
     assert np.bincount(hot, minlength=4)[3] / len(hot) > 0.15
-    eager = counter_uniform(tf.constant([64, 32]), tf.constant(9), 4).numpy()
-    compiled = tf.function(lambda s: counter_uniform(tf.constant([64, 32]), s, 4), jit_compile=True)(tf.constant(9))
+    np.testing.assert_array_equal(_choose(logits, tf.constant(0.0), noise).numpy(), 0)  # greedy ignores the noise
+    eager = counter_uniform(tf.constant([64, 32]), tf.constant(9), [4]).numpy()
+    compiled = tf.function(lambda s: counter_uniform(tf.constant([64, 32]), s, [4]), jit_compile=True)(tf.constant(9))
     np.testing.assert_array_equal(eager, compiled.numpy())
+    assert eager.shape == (1, 64, 32)
     assert 0.0 < eager.min() and eager.max() < 1.0 and abs(eager.mean() - 0.5) < 0.03
+    # a tick's draws depend on (seed, tick) only, not on which other ticks are drawn with it
+    several = counter_uniform(tf.constant([64, 32]), tf.constant(9), [0, 4, 7]).numpy()
+    np.testing.assert_array_equal(several[1], eager[0])
+    assert np.mean(several[0] == several[1]) < 0.01
 
 
 def test_soft_free_running_is_free_running_in_the_cold_limit():
