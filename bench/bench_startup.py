@@ -105,6 +105,8 @@ def main() -> int:
     os.environ["MUSIC_ATTR_VAE_XLA_CACHE"] = "off"
     import tensorflow as tf  # noqa: F401  (imported before any timing)
 
+    from music_attr_vae import fileio
+
     results = []
     for name in [c for c in args.configs.split(",") if c]:
         row = {"config": name, "load_average_1min": round(os.getloadavg()[0], 2)}
@@ -113,8 +115,7 @@ def main() -> int:
         print(json.dumps(row), flush=True)
         results.append(row)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=1)
+        fileio.write_json(args.json, results)
     return 0
 
 
