@@ -15,8 +15,12 @@ Against the paper-faithful ``rhy_pr``:
 * the budget is fixed in steps (10 epochs of 713 batches of 256), so a larger
   corpus adds variety, not time;
 * Adam's peak learning rate is 2e-3 after 200 warm-up steps (cosine decay as
-  everywhere), and 10% of the teacher-forced previous tokens are replaced by
-  START (token dropout), so the decoder reads z instead of copying its input.
+  everywhere): within the same steps it ends 0.76 points higher in validation
+  free-running accuracy than 1e-3 (99.17% against 98.41%);
+* each epoch's validation scores 8,192 of the split's examples (a fixed
+  pseudo-random subset) instead of all of them (80,691 with the transpositions
+  for these three collections), which saves about 40 s an epoch and changes
+  no weight.
 
 Measured figures: README "Results" and BUILD_NOTES "Results".
 """
@@ -34,5 +38,5 @@ def get_config():
     config.train.steps_per_epoch = 713
     config.train.learning_rate = 2e-3
     config.train.lr_warmup_steps = 200
-    config.train.token_dropout = 0.1
+    config.data.validation_size = 8192
     return config
