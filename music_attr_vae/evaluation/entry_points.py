@@ -48,8 +48,24 @@ SOURCE_SPLIT = "train"  # a --source corpus is prepared whole, into this one spl
 
 def source_label(source: str, kind: str = "source") -> str:
     """A folder name for the evaluation of ``source``: ``kind``, its base name and a short hash of the whole text."""
-    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(source.rstrip("/*" + os.sep)) or kind)[:40]
+    parts = [p for p in re.split(r"[\\/]+", source.split(",")[0]) if p]
+    plain = parts[:next((i for i, p in enumerate(parts) if re.search(r"[*?\[]", p)), len(parts))]
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", (plain or parts or [kind])[-1])[:40]  # a glob: its folder
     return f"{kind}-{base}-{hashlib.sha256(source.encode('utf-8')).hexdigest()[:8]}"
+
+
+def eval_label(source: Optional[str], data_dir: str, own_data_dir: Optional[str]) -> str:
+    """The sub-folder of DIR/eval for one evaluation: "" for the model's own test split, else a labelled one.
+
+    ``own_data_dir`` is the data the model was trained on (None when unknown,
+    as for a SavedModel outside a workdir).  Another corpus never lands on the
+    workdir's own evaluation.
+    """
+    if source:
+        return source_label(source)
+    if own_data_dir and os.path.abspath(data_dir) == os.path.abspath(own_data_dir):
+        return ""
+    return source_label(data_dir, "data")
 
 
 def prepare_source(source: str, output_dir: str) -> str:
@@ -111,12 +127,7 @@ def evaluate_workdir(workdir: str, *, data_dir: Optional[str] = None, output_dir
         source="workdir", path=workdir, z_dim=int(config.model.z_dim), regularization=_config_regularization(config),
     )
     latent_model = KerasLatentModel(model, info.z_dim, options.batch_size)
-    if source:
-        label = source_label(source)
-    elif data_dir != trained_on:  # another prepared corpus: beside the workdir's own evaluation, not over it
-        label = source_label(data_dir, "data")
-    else:
-        label = ""
+    label = eval_label(source, data_dir, trained_on)
     output_dir = output_dir or wd.path(workdir, wd.EVAL_DIR, label)
     eval_data, split, tokens, attribute_values, seen = evaluation_data(source, data_dir, output_dir, trained_on)
     timing = {"load": round(time.perf_counter() - start, 3)}
@@ -153,12 +164,7 @@ def evaluate_saved_model(saved_model: str, data_dir: str, *, output_dir: Optiona
         source="saved_model", path=saved_model, z_dim=latent_model.z_dim, regularization=regularization,
     )
     data_dir = os.path.abspath(data_dir)
-    if source:
-        label = source_label(source)
-    elif wd.is_workdir(parent) and data_dir == os.path.abspath(wd.data_dir_of(parent)):
-        label = ""  # the workdir's own test split: the same evaluation as --workdir's
-    else:  # any other corpus goes beside DIR/eval, never over it
-        label = source_label(data_dir, "data")
+    label = eval_label(source, data_dir, wd.data_dir_of(parent) if wd.is_workdir(parent) else None)
     if output_dir:  # a folder of its own: keep the TensorBoard images inside it
         tensorboard_dir = os.path.join(output_dir, "tensorboard")
     else:  # DIR/saved_model -> DIR/eval and DIR/tensorboard/eval, as for a workdir

@@ -24,12 +24,13 @@ posterior means ``z_mean`` of the test measures (deterministic).
                      spearman, spearman_signed, isotonic_r2, linear_r2
                                                         (attribute vs probe dim, encoded test set)
                      mig, sap                           (over all dims)
+                     mig_attribute_code                 (MIG of the four attributes as the code)
                      controllability: {dim, direction (+1|-1), steps: [S], n_traversals,
                                        monotone_fraction, strictly_increasing_fraction,
                                        spearman, mean_change}}}
     disentanglement: {modularity, mig_bins, mi_subsample, mi_estimator}
     summary:      {reconstruction_accuracy, interpretability_mean, spearman_mean, isotonic_r2_mean,
-                   mig_mean, sap_mean, modularity, regularised_attributes: [...]}
+                   mig_mean, mig_attribute_code_mean, sap_mean, modularity, regularised_attributes: [...]}
     figures:      {latent_space, attribute_surfaces, traversals: file names in the eval dir}
     options:      the EvalOptions used;  timing_s: {stage: seconds, total};  created: ISO time
 
@@ -154,6 +155,7 @@ def latent_metrics(z: np.ndarray, attribute_values: np.ndarray, regularised: Dic
     binned_mi = metrics.discrete_mutual_information(z, attribute_values, options.num_bins)  # shared by MIG, Modularity
     mig = metrics.mig(z, attribute_values, options.num_bins, mutual_information=binned_mi)
     sap = metrics.sap(z, attribute_values)
+    attribute_code = metrics.attribute_code_mig(attribute_values, options.num_bins)
     per_attribute = {}
     for k, name in enumerate(attrs.ATTRIBUTE_NAMES):
         a = attribute_values[:, k]
@@ -172,6 +174,7 @@ def latent_metrics(z: np.ndarray, attribute_values: np.ndarray, regularised: Dic
             "isotonic_r2": metrics.isotonic_r2(z[:, probe], a),
             "linear_r2": metrics.linear_r2(z[:, probe], a),
             "mig": float(mig[k]),
+            "mig_attribute_code": float(attribute_code[k]),  # the MIG of the attributes themselves, one dim each
             "sap": float(sap[k]),
         }
     disentanglement = {
@@ -348,6 +351,7 @@ def summarise(reconstruction: dict, per_attribute: Dict[str, dict], disentanglem
         "spearman_mean": float(np.mean([v["spearman"] for v in values])),
         "isotonic_r2_mean": float(np.mean([v["isotonic_r2"] for v in values])),
         "mig_mean": float(np.mean([v["mig"] for v in values])),
+        "mig_attribute_code_mean": float(np.mean([v["mig_attribute_code"] for v in values])),
         "sap_mean": float(np.mean([v["sap"] for v in values])),
         "modularity": disentanglement["modularity"],
         "regularised_attributes": [n for n, v in per_attribute.items() if v["regularised"]],

@@ -249,6 +249,21 @@ def mig(z, a, num_bins: int = DEFAULT_NUM_BINS, mutual_information: Optional[np.
     return out
 
 
+def attribute_code_mig(a, num_bins: int = DEFAULT_NUM_BINS) -> np.ndarray:
+    """MIG per attribute of the code whose dims are the attributes themselves, one dim each: (K,).
+
+    The reference for a model that ties each attribute to a dim of its own.
+    Correlated attributes lower it: when attribute k is nearly a function of
+    attribute j, j's dim also tells much about k, so the gap for k is small.
+    A model scores above it only by leaving some attribute without a dim of
+    its own (then one dim serves both and the gap opens again).
+    """
+    a = _as_attributes(a)
+    if a.shape[1] < 2:
+        raise ValueError("the attribute code's MIG needs at least 2 attributes")
+    return mig(a, a, num_bins)
+
+
 def modularity(z, a, num_bins: int = DEFAULT_NUM_BINS, mutual_information: Optional[np.ndarray] = None) -> float:
     """Ridgeway & Zemel (2018) modularity in [0, 1], averaged over latent dims.
 

@@ -273,6 +273,16 @@ def test_evaluate_cli_on_the_quick_model(quick_evaluated):
         assert result["attributes"][name]["probe_dim"] == result["model"]["regularization"][name]["dim"]
 
 
+def test_eval_label_keeps_other_corpora_off_the_own_evaluation(tmp_path):
+    own, other = str(tmp_path / "data"), str(tmp_path / "hpps")
+    assert entry_points.eval_label(None, own, own) == ""
+    assert entry_points.eval_label(None, own + os.sep + ".", own) == ""  # the same folder, spelled differently
+    assert entry_points.eval_label(None, other, own) == entry_points.source_label(other, "data")
+    assert entry_points.eval_label(None, own, None) == entry_points.source_label(own, "data")  # no workdir known
+    assert entry_points.eval_label("tunes/*.abc", own, own).startswith("source-tunes-")
+    assert entry_points.eval_label("a.abc", own, own) != entry_points.eval_label("b/a.abc", own, own)
+
+
 def test_evaluate_cli_on_another_corpus(quick_evaluated, nottingham_dir):
     """--source: every measure of tunes the model never trained on, seen/unseen against its training split."""
     source = str(nottingham_dir / "reelsa-c.abc")

@@ -96,6 +96,25 @@ def test_mig_keeps_discrete_attribute_classes(rng):
     assert metrics.mig(z, a)[0] < 0.01
 
 
+def test_attribute_code_mig_is_one_for_independent_attributes_and_low_for_correlated_ones(rng):
+    independent = np.stack([rng.uniform(size=N), rng.integers(0, 5, size=N).astype(float)], axis=1)
+    assert np.all(metrics.attribute_code_mig(independent) > 0.9)
+    base = rng.uniform(size=N)
+    correlated = np.stack([base, base + rng.normal(scale=0.02, size=N), rng.uniform(size=N)], axis=1)
+    reference = metrics.attribute_code_mig(correlated)
+    assert reference[0] < 0.5 and reference[1] < 0.5 and reference[2] > 0.9
+    # a code with a dim for each of the correlated pair does no better than the attributes themselves
+    z = _noise_latents(rng)
+    z[:, 0] = correlated[:, 0] + rng.normal(scale=0.01, size=N)
+    z[:, 1] = correlated[:, 1] + rng.normal(scale=0.01, size=N)
+    assert np.all(metrics.mig(z, correlated)[:2] <= reference[:2] + 0.02)
+    # one dim for both opens the gap again
+    z[:, 1] = rng.normal(size=N)
+    assert np.all(metrics.mig(z, correlated)[:2] > reference[:2] + 0.2)
+    with pytest.raises(ValueError, match="at least 2 attributes"):
+        metrics.attribute_code_mig(base)
+
+
 def test_sap_gap_matches_known_r2_values(rng):
     n = 40000
     a = rng.normal(size=n)
