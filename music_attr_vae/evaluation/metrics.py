@@ -255,8 +255,10 @@ def attribute_code_mig(a, num_bins: int = DEFAULT_NUM_BINS) -> np.ndarray:
     The reference for a model that ties each attribute to a dim of its own.
     Correlated attributes lower it: when attribute k is nearly a function of
     attribute j, j's dim also tells much about k, so the gap for k is small.
-    A model scores above it only by leaving some attribute without a dim of
-    its own (then one dim serves both and the gap opens again).
+    Exact copies of the attributes score exactly this; a model scores above
+    it only where a dim tells less about a correlated attribute than its own
+    attribute does: a noisier copy, or no dim of its own for one of the pair
+    (then one dim answers for both and both gaps open).
     """
     a = _as_attributes(a)
     if a.shape[1] < 2:
