@@ -34,6 +34,7 @@ latest.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -250,10 +251,14 @@ class _Trainer:
                 for split in ("train", "validation")
             }
         self.val_ds, self.val_batches = run_data.validation_dataset(data_dir, config, self.multi)
-        self.ref_tokens = run_data.reference_tokens(data_dir) if is_chief else None
         self.budget = cb.TimeBudget(config.train.max_minutes * 60.0)
         self.val_logs: Dict[str, float] = {}
         self.steps_run, self.fit_seconds = 0, 0.0
+
+    @functools.cached_property
+    def ref_tokens(self):
+        """Test measures for the epoch image and the export's maps, read when first needed (not before step 1)."""
+        return run_data.reference_tokens(self.data_dir) if self.is_chief else None
 
     @property
     def step(self) -> int:
