@@ -140,11 +140,18 @@ def split_sources(source: str) -> List[str]:
     return parts
 
 
+def source_name(source: str, default: str = "source") -> str:
+    """A file-name-safe base name of one source: its last path part; a glob's is its folder's (``tunes/*.abc`` -> tunes)."""
+    parts = [p for p in re.split(r"[\\/]+", str(source)) if p]
+    plain = parts[:next((i for i, p in enumerate(parts) if re.search(r"[*?\[]", p)), len(parts))]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", (plain or parts or [default])[-1])
+
+
 def source_labels(sources: Sequence[str]) -> List[str]:
-    """A short unique label per source (its base name; ``-2``, ``-3``... when two share one)."""
+    """A short unique label per source (:func:`source_name`; ``-2``, ``-3``... when two share one)."""
     labels: List[str] = []
     for s in sources:
-        base = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(str(s).rstrip("/*" + os.sep))) or "source"
+        base = source_name(s)
         label, n = base, 2
         while label in labels:
             label, n = f"{base}-{n}", n + 1

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import time
 from typing import Dict, Optional, Tuple
 
@@ -20,7 +19,7 @@ import numpy as np
 
 from music_attr_vae import workdir as wd
 from music_attr_vae.data import attributes as attrs
-from music_attr_vae.data import loader, prepare
+from music_attr_vae.data import loader, prepare, splits
 from music_attr_vae.evaluation.adapters import KerasLatentModel, SavedModelLatentModel
 from music_attr_vae.evaluation.evaluate import EvalOptions, ModelInfo, evaluate, seen_in
 
@@ -48,9 +47,7 @@ SOURCE_SPLIT = "train"  # a --source corpus is prepared whole, into this one spl
 
 def source_label(source: str, kind: str = "source") -> str:
     """A folder name for the evaluation of ``source``: ``kind``, its base name and a short hash of the whole text."""
-    parts = [p for p in re.split(r"[\\/]+", source.split(",")[0]) if p]
-    plain = parts[:next((i for i, p in enumerate(parts) if re.search(r"[*?\[]", p)), len(parts))]
-    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", (plain or parts or [kind])[-1])[:40]  # a glob: its folder
+    base = splits.source_name(source.split(",")[0], kind)[:40]
     return f"{kind}-{base}-{hashlib.sha256(source.encode('utf-8')).hexdigest()[:8]}"
 
 

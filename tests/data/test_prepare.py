@@ -339,6 +339,7 @@ def test_source_lists_are_parsed_and_bad_ones_named(tmp_path):
     odd.mkdir()
     assert splits.split_sources(str(odd)) == [str(odd)]
     assert splits.source_labels(["/x/nottingham", "/y/nottingham/", "essen"]) == ["nottingham", "nottingham-2", "essen"]
+    assert splits.source_labels(["tunes/*.abc", "tunes/**/x?.abc", "*.abc"]) == ["tunes", "tunes-2", "_.abc"]
     for text, match in [("a,,b", "empty entry"), ("a,a", "listed twice"), (",".join("abcdefghijklmnopqrstuvwxyz0123456"), "at most")]:
         with pytest.raises(prepare.PrepareError, match=match) as err:
             prepare.prepare(text, str(tmp_path / "out"), progress=False)
