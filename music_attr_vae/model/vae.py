@@ -357,15 +357,20 @@ class MeasureVAE(keras.Model):
         return self._log_values({})
 
 
-def resolve_rnn_chains(value: int) -> int:
-    """``model.rnn_chains``; 0 means: 1 on a GPU, else one per CPU core (at most 4).
+def resolve_rnn_chains(value: int, xla: bool = True) -> int:
+    """``model.rnn_chains``; 0 means: one per CPU core (at most 4) where XLA compiles on a CPU, else 1.
 
     Splitting the batch into independent recurrences changes no number, only
     how much of the step XLA can spread over CPU cores (``gru.GRU.run``).
+    Without XLA (bfloat16 products on CPU, see ``training.use_xla``) TF's
+    executor already runs independent operations on both cores, and the
+    chains only double the operations: one chain traced the recommended step
+    in 17-21 s instead of 27-34 s and ran it in 218-256 ms instead of 249-274
+    (BUILD_NOTES, "Performance").  On a GPU it is 1.
     """
     if value > 0:
         return int(value)
-    if tf.config.list_physical_devices("GPU"):
+    if not xla or tf.config.list_physical_devices("GPU"):
         return 1
     import os
 
@@ -396,6 +401,9 @@ def resolve_matmul_dtype(value: str) -> str:
 def model_kwargs(config) -> dict:
     """MeasureVAE constructor arguments from a complete config (``configs_loader.load_config``/``from_dict``)."""
     m, t = config.model, config.train
+    matmul_dtype = resolve_matmul_dtype(m.matmul_dtype)
+    # XLA compiles training unless it is off or runs bfloat16 products on a CPU (training.use_xla)
+    xla_on_cpu = bool(t.jit_compile) and matmul_dtype == "float32"
     return dict(
         z_dim=m.z_dim,
         embed_dim=m.embed_dim,
@@ -406,9 +414,9 @@ def model_kwargs(config) -> dict:
         dropout=m.dropout,
         token_dropout=t.token_dropout,
         mask_hold_at_start=m.mask_hold_at_start,
-        rnn_chains=resolve_rnn_chains(m.rnn_chains),
+        rnn_chains=resolve_rnn_chains(m.rnn_chains, xla_on_cpu),
         unroll=m.unroll,
-        matmul_dtype=resolve_matmul_dtype(m.matmul_dtype),
+        matmul_dtype=matmul_dtype,
         inference_matmul_dtype=resolve_matmul_dtype(m.inference_matmul_dtype),
         regularization={k: dict(v) for k, v in config.regularization.items()},
         beta=t.beta,

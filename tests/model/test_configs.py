@@ -109,3 +109,20 @@ def test_a_workdir_config_loads_without_a_configs_folder(tmp_path, monkeypatch):
     stored = to_dict(load_config("rhy_pr"))
     monkeypatch.setenv("MUSIC_ATTR_VAE_CONFIGS", str(tmp_path / "nowhere"))
     assert to_dict(from_dict(stored)) == stored
+
+
+def test_auto_rnn_chains_split_the_batch_only_where_xla_compiles_on_a_cpu(monkeypatch):
+    import os
+
+    from music_attr_vae.model import vae
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert vae.resolve_rnn_chains(0, xla=True) == 2
+    assert vae.resolve_rnn_chains(0, xla=False) == 1
+    assert vae.resolve_rnn_chains(3, xla=False) == 3  # an explicit value always wins
+    float32_xla = load_config("rhy_pr", {"model.matmul_dtype": "float32"})
+    assert vae.model_kwargs(float32_xla)["rnn_chains"] == 2
+    no_xla = load_config("rhy_pr", {"model.matmul_dtype": "float32", "train.jit_compile": False})
+    assert vae.model_kwargs(no_xla)["rnn_chains"] == 1
+    bf16 = load_config("rhy_pr", {"model.matmul_dtype": "bfloat16"})
+    assert vae.model_kwargs(bf16)["rnn_chains"] == 1
