@@ -25,12 +25,13 @@ posterior means ``z_mean`` of the test measures (deterministic).
                                                         (attribute vs probe dim, encoded test set)
                      mig, sap                           (over all dims)
                      mig_attribute_code                 (MIG of the four attributes as the code)
+                     mig_ksg, mig_ksg_attribute_code    (the same two with AR-VAE's continuous estimates)
                      controllability: {dim, direction (+1|-1), steps: [S], n_traversals,
                                        monotone_fraction, strictly_increasing_fraction,
                                        spearman, mean_change}}}
     disentanglement: {modularity, mig_bins, mi_subsample, mi_estimator}
     summary:      {reconstruction_accuracy, interpretability_mean, spearman_mean, isotonic_r2_mean,
-                   mig_mean, mig_attribute_code_mean, sap_mean, modularity, regularised_attributes: [...]}
+                   mig_mean, mig_attribute_code_mean, mig_ksg_mean, mig_ksg_attribute_code_mean, sap_mean, modularity, regularised_attributes: [...]}
     figures:      {latent_space, attribute_surfaces, traversals: file names in the eval dir}
     options:      the EvalOptions used;  timing_s: {stage: seconds, total};  created: ISO time
 
@@ -156,10 +157,13 @@ def latent_metrics(z: np.ndarray, attribute_values: np.ndarray, regularised: Dic
     mig = metrics.mig(z, attribute_values, options.num_bins, mutual_information=binned_mi)
     sap = metrics.sap(z, attribute_values)
     attribute_code = metrics.attribute_code_mig(attribute_values, options.num_bins)
+    subsample = dict(max_points=options.mi_max_points, seed=options.seed)
     per_attribute = {}
     for k, name in enumerate(attrs.ATTRIBUTE_NAMES):
         a = attribute_values[:, k]
-        interp = metrics.interpretability(z, a, max_points=options.mi_max_points, seed=options.seed)
+        interp = metrics.interpretability(z, a, **subsample)
+        self_information = metrics.continuous_self_information(a, **subsample)
+        code_mi = metrics.continuous_mutual_information(attribute_values, a, **subsample)
         is_reg = name in regularised
         probe = regularised[name] if is_reg else interp.dim
         rho = metrics.spearman(z[:, probe], a)
@@ -175,6 +179,8 @@ def latent_metrics(z: np.ndarray, attribute_values: np.ndarray, regularised: Dic
             "linear_r2": metrics.linear_r2(z[:, probe], a),
             "mig": float(mig[k]),
             "mig_attribute_code": float(attribute_code[k]),  # the MIG of the attributes themselves, one dim each
+            "mig_ksg": metrics.mig_continuous(interp.mutual_information, self_information),
+            "mig_ksg_attribute_code": metrics.mig_continuous(code_mi, self_information),
             "sap": float(sap[k]),
         }
     disentanglement = {
@@ -352,6 +358,8 @@ def summarise(reconstruction: dict, per_attribute: Dict[str, dict], disentanglem
         "isotonic_r2_mean": float(np.mean([v["isotonic_r2"] for v in values])),
         "mig_mean": float(np.mean([v["mig"] for v in values])),
         "mig_attribute_code_mean": float(np.mean([v["mig_attribute_code"] for v in values])),
+        "mig_ksg_mean": float(np.mean([v["mig_ksg"] for v in values])),
+        "mig_ksg_attribute_code_mean": float(np.mean([v["mig_ksg_attribute_code"] for v in values])),
         "sap_mean": float(np.mean([v["sap"] for v in values])),
         "modularity": disentanglement["modularity"],
         "regularised_attributes": [n for n, v in per_attribute.items() if v["regularised"]],

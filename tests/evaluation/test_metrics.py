@@ -115,6 +115,29 @@ def test_attribute_code_mig_is_one_for_independent_attributes_and_low_for_correl
         metrics.attribute_code_mig(base)
 
 
+def test_continuous_mig_follows_ar_vae_definition(rng):
+    z = _noise_latents(rng)
+    a = np.round(rng.uniform(size=N) * 12) / 12  # a discrete-valued attribute, as pitch range is
+    z[:, 3] = a + rng.normal(scale=0.02, size=N)
+    mi = metrics.continuous_mutual_information(z, a)
+    h = metrics.continuous_self_information(a)
+    top = np.sort(mi)[::-1]
+    assert metrics.mig_continuous(mi, h) == pytest.approx((top[0] - top[1]) / h)
+    assert np.argmax(mi) == 3 and metrics.mig_continuous(mi, h) > 0.2
+    # on a discrete attribute the normaliser is close to its entropy (13 equally likely values);
+    # on a continuous one it grows with the number of points
+    assert h == pytest.approx(np.log(13), rel=0.05)
+    c = rng.uniform(size=N)
+    assert metrics.continuous_self_information(c, max_points=500) + 1.0 < metrics.continuous_self_information(c)
+    # a second copy closes the gap; a constant attribute scores 0
+    z[:, 4] = z[:, 3]
+    assert metrics.mig_continuous(metrics.continuous_mutual_information(z, a), h) < 0.02
+    assert metrics.continuous_self_information(np.ones(N)) == 0.0
+    assert metrics.mig_continuous(mi, 0.0) == 0.0
+    with pytest.raises(ValueError, match="at least 2 latent"):
+        metrics.mig_continuous([0.3], h)
+
+
 def test_sap_gap_matches_known_r2_values(rng):
     n = 40000
     a = rng.normal(size=n)
