@@ -39,11 +39,9 @@ import dataclasses
 from typing import Dict, Optional, Tuple
 
 import numpy as np
-from scipy import stats
-from sklearn.feature_selection import mutual_info_regression
-from sklearn.isotonic import IsotonicRegression
-from sklearn import metrics as sklearn_metrics
-from sklearn.metrics import mutual_info_score
+
+# SciPy and scikit-learn are imported inside the functions that use them: `generate`
+# needs only the traversal statistics, and importing both costs it about a second.
 
 DEFAULT_MI_MAX_POINTS = 5000
 DEFAULT_NUM_BINS = 20
@@ -93,6 +91,8 @@ def r2_score(y: np.ndarray, prediction: np.ndarray) -> float:
     y = np.asarray(y, np.float64)
     if len(y) == 0 or np.ptp(y) == 0:
         return 0.0
+    from sklearn import metrics as sklearn_metrics
+
     return float(sklearn_metrics.r2_score(y, np.asarray(prediction, np.float64)))
 
 
@@ -119,6 +119,8 @@ def spearman(x, y) -> float:
         raise ValueError(f"spearman: inputs differ in length: {len(x)} vs {len(y)}")
     if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return 0.0
+    from scipy import stats
+
     return float(np.clip(stats.spearmanr(x, y).statistic, -1.0, 1.0))
 
 
@@ -131,6 +133,8 @@ def isotonic_r2(x, y) -> float:
     """
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
+    from sklearn.isotonic import IsotonicRegression
+
     best = 0.0
     for increasing in (True, False):
         fit = IsotonicRegression(increasing=increasing, out_of_bounds="clip").fit(x, y)
@@ -171,6 +175,8 @@ def continuous_mutual_information(
     idx = subsample_indices(len(z), max_points, seed)
     if np.ptp(a[idx]) == 0:
         return np.zeros(z.shape[1])
+    from sklearn.feature_selection import mutual_info_regression
+
     mi = mutual_info_regression(z[idx], a[idx], n_neighbors=n_neighbors, random_state=seed)
     return np.maximum(mi, 0.0)
 
@@ -189,6 +195,8 @@ def continuous_self_information(
     idx = subsample_indices(len(a), max_points, seed)
     if np.ptp(a[idx]) == 0:
         return 0.0
+    from sklearn.feature_selection import mutual_info_regression
+
     return float(mutual_info_regression(a[idx, None], a[idx], n_neighbors=n_neighbors, random_state=seed)[0])
 
 
@@ -250,6 +258,8 @@ def discretize(x, num_bins: int = DEFAULT_NUM_BINS) -> np.ndarray:
 def discrete_entropy(codes: np.ndarray) -> float:
     """Entropy (nats) of integer codes."""
     _, counts = np.unique(codes, return_counts=True)
+    from scipy import stats
+
     return float(stats.entropy(counts))
 
 
@@ -258,6 +268,8 @@ def discrete_mutual_information(z, a, num_bins: int = DEFAULT_NUM_BINS) -> np.nd
     z = _as_latents(z)
     a = _as_attributes(a)
     _check_lengths(z, a)
+    from sklearn.metrics import mutual_info_score
+
     zc, ac = discretize(z, num_bins), discretize(a, num_bins)
     mi = np.zeros((z.shape[1], a.shape[1]))
     for i in range(z.shape[1]):

@@ -67,3 +67,12 @@ def test_generate_rejects_bad_flags(quick_workdir, tmp_path):
     assert proc.returncode == 2 and "--attribute=loudness" in proc.stderr and "regularises" in proc.stderr
     proc = _generate(f"--saved_model={tmp_path / 'nowhere'}", "--attribute=0", f"--out={tmp_path}")
     assert proc.returncode == 2 and "--saved_model=" in proc.stderr
+
+
+def test_generate_module_leaves_scikit_learn_unimported():
+    """`generate` uses only the traversal statistics of evaluation.metrics; scikit-learn costs it ~1 s."""
+    code = ("import sys; import music_attr_vae.serving.generate, music_attr_vae.evaluation.metrics; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
