@@ -14,7 +14,8 @@ Field reference:
 ``model.dec_hidden/dec_layers``  units / stacked GRUs of the beat and tick GRUs of the decoder.
 ``model.dropout``                dropout on GRU inputs (training only).
 ``model.mask_hold_at_start``     forbid HOLD on tick 0 (the data never starts a measure with HOLD).
-``model.rnn_chains``             independent recurrences per GRU (0 = auto: 1 on GPU, 1 per CPU core).
+``model.rnn_chains``             independent recurrences per GRU (0 = auto: 1 per CPU core where XLA
+                                 compiles on a CPU, else 1).
 ``model.unroll``                 unroll the GRU loops (fastest steps) or use tf.scan (fastest compilation).
 ``model.matmul_dtype``           'auto', 'float32' or 'bfloat16' operands of the GRU products in training
                                  (float32 weights and gates either way; see music_attr_vae/model/gru.py;
