@@ -45,7 +45,7 @@ Field reference:
 ``train.keep_checkpoints``       checkpoints kept on disk.
 ``train.log_every_steps``        TensorBoard training-scalar interval.
 ``train.jit_compile``            XLA-compile the train step (on a CPU not with bfloat16 products, which
-                                 run faster in oneDNN's kernels than in XLA's: see training.use_xla).
+                                 run faster in oneDNN's kernels than in XLA's: see model/vae.py, use_xla).
 ``train.eval_free_running``      validation also decodes free-running (the paper's accuracy).
 ``train.max_minutes``            stop (checkpoint, export) after this much training time (0 = no limit).
 ``train.inject_nan_at_step``     testing aid: make the loss of that step NaN (0 = off).

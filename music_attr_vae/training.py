@@ -50,7 +50,7 @@ from music_attr_vae import workdir as wd
 from music_attr_vae import training_callbacks as cb
 from music_attr_vae import run_data
 from music_attr_vae.model.regularization import normalize_mapping
-from music_attr_vae.model.vae import MeasureVAE, build_model, resolve_matmul_dtype
+from music_attr_vae.model.vae import MeasureVAE, build_model, use_xla
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 # Config sections that define the network: resuming with different values is refused.
@@ -150,19 +150,6 @@ def _check_resume_compatible(workdir: str, config) -> None:
             f"--workdir={workdir} holds a run of a different network ({'; '.join(diffs)}); "
             "use a new --workdir, or the same config to resume"
         )
-
-
-def use_xla(config) -> bool:
-    """Whether to XLA-compile training: ``train.jit_compile``, except bfloat16 products on a CPU.
-
-    XLA's CPU backend runs bfloat16 products no faster than float32 ones,
-    while oneDNN's graph kernels run them ~1.7x faster on AMX/AVX512-BF16
-    CPUs; on a GPU XLA is used as configured.
-    """
-    if not config.train.jit_compile:
-        return False
-    return resolve_matmul_dtype(config.model.matmul_dtype) == "float32" or bool(tf.config.list_physical_devices("GPU"))
-
 
 
 def build_optimizer(config, total_steps: int) -> keras.optimizers.Optimizer:
