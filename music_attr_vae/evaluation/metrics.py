@@ -200,6 +200,18 @@ def continuous_self_information(
     return float(mutual_info_regression(a[idx, None], a[idx], n_neighbors=n_neighbors, random_state=seed)[0])
 
 
+def top_two_gap(scores, what: str) -> np.ndarray:
+    """Per column of ``scores`` (D dims, K columns): best minus second-best dim, (K,).
+
+    The gap MIG and SAP take; ``what`` names the metric in the error for fewer than 2 dims.
+    """
+    scores = np.asarray(scores, np.float64)
+    if scores.shape[0] < 2:
+        raise ValueError(f"{what} needs at least 2 latent dimensions")
+    top = np.sort(scores, axis=0)[::-1]
+    return top[0] - top[1]
+
+
 def mig_continuous(mutual_information, self_information: float) -> float:
     """MIG of one attribute from continuous estimates: (best - second-best dim MI) / I(a; a).
 
@@ -208,13 +220,8 @@ def mig_continuous(mutual_information, self_information: float) -> float:
     points.  AR-VAE's code defines MIG this way (not clipped); 0 when the
     attribute is constant.
     """
-    mi = np.asarray(mutual_information, np.float64).reshape(-1)
-    if len(mi) < 2:
-        raise ValueError("MIG needs at least 2 latent dimensions")
-    if self_information <= 0:
-        return 0.0
-    top = np.sort(mi)[::-1]
-    return float((top[0] - top[1]) / self_information)
+    gap = top_two_gap(np.asarray(mutual_information, np.float64).reshape(-1, 1), "MIG")[0]
+    return float(gap / self_information) if self_information > 0 else 0.0
 
 
 def interpretability(
@@ -287,14 +294,12 @@ def mig(z, a, num_bins: int = DEFAULT_NUM_BINS, mutual_information: Optional[np.
     """
     mi = discrete_mutual_information(z, a, num_bins) if mutual_information is None else mutual_information
     codes = discretize(a, num_bins)
+    gaps = top_two_gap(mi, "MIG")
     out = np.zeros(mi.shape[1])
-    if mi.shape[0] < 2:
-        raise ValueError("MIG needs at least 2 latent dimensions")
     for k in range(mi.shape[1]):
         entropy = discrete_entropy(codes[:, k])
         if entropy > 0:
-            top = np.sort(mi[:, k])[::-1]
-            out[k] = np.clip((top[0] - top[1]) / entropy, 0.0, 1.0)
+            out[k] = np.clip(gaps[k] / entropy, 0.0, 1.0)
     return out
 
 
@@ -363,11 +368,7 @@ def sap(z, a) -> np.ndarray:
 
     The gap between the best and second-best single-dim R^2 of each attribute.
     """
-    scores = sap_scores(z, a)
-    if scores.shape[0] < 2:
-        raise ValueError("SAP needs at least 2 latent dimensions")
-    top = np.sort(scores, axis=0)[::-1]
-    return top[0] - top[1]
+    return top_two_gap(sap_scores(z, a), "SAP")
 
 
 # ---------------------------------------------------------------- control along traversals
