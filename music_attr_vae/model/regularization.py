@@ -55,8 +55,8 @@ DEFAULT_DISTANCE_SCALE = {
 }
 # The one home of a regularization entry's defaults (the authors' code: L1, delta=10, gamma=1, the
 # paper's sign target; consistency off); configs/common.py builds its entries from default_entry.
-DEFAULTS = {"gamma": 1.0, "delta": 10.0, "loss": "l1", "target": "sign", "consistency": 0.0}
-_FIELDS = ("dim", "gamma", "delta", "loss", "target", "scale", "consistency")
+DEFAULTS = {"gamma": 1.0, "delta": 10.0, "loss": "l1", "target": "sign", "consistency": 0.0, "monotone": 0.0}
+_FIELDS = ("dim", "gamma", "delta", "loss", "target", "scale", "consistency", "monotone")
 
 
 def default_entry(name: str) -> Dict[str, object]:
@@ -67,14 +67,15 @@ def default_entry(name: str) -> Dict[str, object]:
 def normalize_mapping(
     mapping: Mapping[str, Mapping], z_dim: int, attribute_names: Sequence[str] = ATTRIBUTE_NAMES
 ) -> Dict[str, Dict]:
-    """Validate a {attribute: {dim, gamma, delta, loss, target, scale, consistency}} mapping; fill defaults.
+    """Validate a {attribute: {dim, gamma, delta, loss, target, scale, consistency, monotone}} mapping; fill defaults.
 
     Raises ValueError naming the attribute and the field for: an unknown
     attribute, an unknown field, a dim outside [0, z_dim), two attributes on
     one dim, a negative gamma or consistency weight, a non-positive delta or
     scale, or a loss/target outside the supported sets.  Plain dicts and
-    ConfigDicts are accepted.  ``consistency`` (default 0) weighs the decoder
-    consistency loss of ``model/vae.py``; it does not change this layer's value.
+    ConfigDicts are accepted.  ``consistency`` and ``monotone`` (default 0)
+    weigh the decoder consistency and monotone terms of ``model/vae.py``
+    (``MeasureVAE.consistency``); they do not change this layer's value.
     """
     out: Dict[str, Dict] = {}
     used_dims: Dict[int, str] = {}
@@ -100,8 +101,9 @@ def normalize_mapping(
         full.update(spec)
         if not float(full["gamma"]) >= 0.0:
             raise ValueError(f"{where}.gamma={full['gamma']!r} must be >= 0")
-        if not float(full["consistency"]) >= 0.0:
-            raise ValueError(f"{where}.consistency={full['consistency']!r} must be >= 0")
+        for weight in ("consistency", "monotone"):
+            if not float(full[weight]) >= 0.0:
+                raise ValueError(f"{where}.{weight}={full[weight]!r} must be >= 0")
         if not float(full["delta"]) > 0.0:
             raise ValueError(f"{where}.delta={full['delta']!r} must be > 0")
         if not float(full["scale"]) > 0.0:
@@ -118,6 +120,7 @@ def normalize_mapping(
             "target": str(full["target"]),
             "scale": float(full["scale"]),
             "consistency": float(full["consistency"]),
+            "monotone": float(full["monotone"]),
         }
     return out
 

@@ -11,8 +11,9 @@ Training objective (per replica batch)::
 * ``beta(step) = beta * min(1, step / beta_anneal_steps)`` (constant when
   ``beta_anneal_steps == 0``) and ``ramp(step)`` likewise with
   ``gamma_ramp_steps`` (after ``gamma_ramp_start_steps`` steps of gamma = 0);
-* ``consistency``: the optional decoder consistency term (``MeasureVAE.consistency``),
-  0 unless some ``regularization.<attribute>.consistency`` weight is > 0.
+* ``consistency``: the optional decoder consistency and monotone terms
+  (``MeasureVAE.consistency``), 0 unless some ``regularization.<attribute>.consistency``
+  or ``.monotone`` weight is > 0.
 
 The custom ``train_step``/``test_step`` follow the keras.io generative-model
 pattern.  Under a distribution strategy each replica computes these means on
@@ -134,7 +135,8 @@ class MeasureVAE(keras.Model):
         self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
         self.free_accuracy_tracker = keras.metrics.Mean(name="free_accuracy")
         self.consistency_specs = [
-            (name, spec) for name, spec in self.attribute_reg.mapping.items() if spec["consistency"] > 0
+            (name, spec) for name, spec in self.attribute_reg.mapping.items()
+            if spec["consistency"] > 0 or spec["monotone"] > 0
         ]
         self.consistency_tracker = keras.metrics.Mean(name="consistency")
         self._decode_fn = None
@@ -250,7 +252,7 @@ class MeasureVAE(keras.Model):
         beta = self.beta_at(step)
         loss = recon + beta * kl + reg
         if self.consistency_specs:
-            consistency = self.consistency(z, attributes)
+            consistency = self.consistency(z, attributes, seed=self._step_seed(step, 4))
             self.consistency_tracker.update_state(consistency)
             loss = loss + ramp * consistency
         accuracy = tf.reduce_mean(
@@ -258,33 +260,64 @@ class MeasureVAE(keras.Model):
         )
         return loss, recon, kl, beta, accuracy
 
-    def consistency(self, z, attributes):
-        """Decoder consistency term (``regularization.<attribute>.consistency`` > 0; this project's option).
+    def consistency(self, z, attributes, seed=None):
+        """Decoder consistency and monotone terms (``regularization.<attribute>.consistency`` /
+        ``.monotone`` > 0; this project's options).
 
         The paper's loss orders a regularised dim by its attribute in the
         *encoder*; nothing makes the *decoder* follow that dim when it moves
         alone, and with the other dims also describing the notes it largely
-        ignores it (pitch range changed by 0.10 over a whole traversal).  This
-        term asks for it directly.  On the first ``consistency_batch`` rows,
-        the k-th such dim takes the value of another row (the batch rolled by
-        k + 1, so attributes are recombined independently); the decoder runs
-        differentiably (``soft_free_running``) from that z, held fixed (no
-        gradient to the encoder), and the expected attribute of its output
-        (``soft_attributes.py``) should equal the attribute of the row the
-        value came from: ``sum_a weight_a * mean |E[a(decoded)] - a_donor|``.
+        ignores it (pitch range changed by 0.10 over a whole traversal).  These
+        terms ask for it directly, on the first ``consistency_batch`` rows of
+        z, held fixed (no gradient to the encoder), decoded differentiably
+        (``soft_free_running``) and measured by the expected attribute of the
+        output (``soft_attributes.py``).
+
+        * consistency: the k-th such dim takes the value of another row (the
+          batch rolled by k + 1, so attributes are recombined independently),
+          and the decoded attribute should equal the attribute of the row the
+          value came from: ``weight * mean |E[a(decoded)] - a_donor|``.
+        * monotone: a traversal step.  The dim takes a value ``v`` drawn
+          uniformly from the batch's mean +- 3 std of that dim (the range
+          ``evaluate`` traverses, tails included, which donors rarely reach)
+          and ``v + std / 2`` (one of its 13 steps); the attribute should not
+          fall across the step: ``weight * mean relu(E[a(v)] - E[a(v + step)])``.
+          It is zero wherever the decoder already follows the dim, so it acts
+          only on the steps that fall.
+
+        All rows are decoded in one batch.  ``seed`` (stateless, [2]) draws
+        the monotone values; the default is a fixed seed.
         """
         zc = tf.stop_gradient(tf.cast(z[: self.consistency_batch], tf.float32))
         ac = tf.cast(attributes[: self.consistency_batch], tf.float32)
-        targets = []
+        rows = tf.shape(zc)[0]
+        seed = tf.constant([0, 0], tf.int32) if seed is None else seed
+        swapped, targets, monotone, step_rows = zc, [], [], []
         for k, (name, spec) in enumerate(self.consistency_specs):
             dim_mask = tf.one_hot(spec["dim"], self.z_dim)
-            donor = tf.roll(zc[:, spec["dim"]], shift=k + 1, axis=0)
-            zc = zc * (1.0 - dim_mask) + donor[:, None] * dim_mask
-            targets.append(tf.roll(ac[:, ATTRIBUTE_NAMES.index(name)], shift=k + 1, axis=0))
-        probs, _ = self.decoder.soft_free_running(zc)
+            if spec["consistency"] > 0:
+                donor = tf.roll(zc[:, spec["dim"]], shift=k + 1, axis=0)
+                swapped = swapped * (1.0 - dim_mask) + donor[:, None] * dim_mask
+                target = tf.roll(ac[:, ATTRIBUTE_NAMES.index(name)], shift=k + 1, axis=0)
+                targets.append((name, spec["consistency"], target))
+            if spec["monotone"] > 0:
+                column = zc[:, spec["dim"]]
+                mean, std = tf.reduce_mean(column), tf.math.reduce_std(column)
+                u = tf.random.stateless_uniform([rows], seed=seed + tf.constant([0, 7919], tf.int32) * (k + 1))
+                low = mean - 3.0 * std + u * 5.5 * std
+                for value in (low, low + 0.5 * std):
+                    step_rows.append(zc * (1.0 - dim_mask) + value[:, None] * dim_mask)
+                monotone.append((name, spec["monotone"]))
+        decoded = ([swapped] if targets else []) + step_rows
+        probs, _ = self.decoder.soft_free_running(tf.concat(decoded, axis=0))
+        parts = tf.split(probs, len(decoded), axis=0)
         total = tf.constant(0.0, tf.float32)
-        for (name, spec), target in zip(self.consistency_specs, targets):
-            total += spec["consistency"] * tf.reduce_mean(tf.abs(soft_attribute(probs, name) - target))
+        for name, weight, target in targets:
+            total += weight * tf.reduce_mean(tf.abs(soft_attribute(parts[0], name) - target))
+        step_parts = parts[1:] if targets else parts
+        for n, (name, weight) in enumerate(monotone):
+            fall = soft_attribute(step_parts[2 * n], name) - soft_attribute(step_parts[2 * n + 1], name)
+            total += weight * tf.reduce_mean(tf.nn.relu(fall))
         return total
 
     def _update_trackers(self, loss, recon, kl, accuracy):

@@ -118,7 +118,7 @@ def test_bad_mappings_are_refused_with_the_field(mapping, message):
 def test_defaults_are_the_authors_choice():
     spec = normalize_mapping({"contour": {"dim": 3}}, z_dim=4)["contour"]
     assert spec == {"dim": 3, "gamma": 1.0, "delta": 10.0, "loss": "l1", "target": "sign", "scale": 2.0,
-                    "consistency": 0.0}
+                    "consistency": 0.0, "monotone": 0.0}
     assert list(attrs.ATTRIBUTE_NAMES).index("contour") == 3
 
 
