@@ -29,6 +29,8 @@ import time
 
 import numpy as np
 
+from bench_train import parse_overrides  # bench/ is on the path when this script runs
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
@@ -105,13 +107,13 @@ def monotone_steps(model, meta: dict, name: str, z_start: np.ndarray, steps: int
     }
 
 
-def export_untrained(config_name: str, directory: str, jit_compile: bool = True) -> str:
+def export_untrained(config_name: str, directory: str, jit_compile: bool = True, overrides=None) -> str:
     """Export an untrained model of a config (speed does not depend on the weights)."""
     from music_attr_vae.serving import export
     from music_attr_vae.configs_loader import load_config
     from music_attr_vae.model.vae import build_model
 
-    config = load_config(config_name)
+    config = load_config(config_name, overrides)
     return export.export_saved_model(
         build_model(config), config, os.path.join(directory, "saved_model"), jit_compile=jit_compile
     )
@@ -122,6 +124,9 @@ def main() -> int:
     parser.add_argument("--saved_model", help="an exported SavedModel")
     parser.add_argument("--config", help="instead: export an untrained model of this config (speed only)")
     parser.add_argument("--no_jit", action="store_true", help="with --config: export without the XLA decoder")
+    parser.add_argument("--override", action="append", default=[],
+                        help="with --config: config override FIELD=VALUE (repeatable), "
+                             "e.g. model.inference_matmul_dtype=bfloat16")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--traverse_steps", type=int, default=8)
@@ -136,7 +141,8 @@ def main() -> int:
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = args.saved_model or export_untrained(args.config, tmp, not args.no_jit)
+        overrides = parse_overrides(args.override)
+        path = args.saved_model or export_untrained(args.config, tmp, not args.no_jit, overrides)
         start = time.perf_counter()
         model = tf.saved_model.load(path)
         load_s = time.perf_counter() - start

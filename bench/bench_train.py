@@ -33,7 +33,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 
-def _parse_overrides(items):
+def parse_overrides(items):
+    """Config overrides {FIELD: value} from FIELD=VALUE strings (values read as Python literals where they parse)."""
     out = {}
     for item in items or []:
         key, _, value = item.partition("=")
@@ -143,7 +144,7 @@ def main():
                         help="write a TensorBoard profiler trace of --profile_steps training steps here")
     parser.add_argument("--profile_steps", type=int, default=5, help="steps traced with --profile_dir")
     args = parser.parse_args()
-    overrides = _parse_overrides(args.override)
+    overrides = parse_overrides(args.override)
     print(f"load average before: {os.getloadavg()}", flush=True)
     for name in args.configs.split(","):
         result = bench_config(

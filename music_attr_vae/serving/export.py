@@ -61,7 +61,8 @@ naming the limit.  The values are in ``metadata()["limits"]``.
 refused ones (``sample(n=10**7)`` used to take 5.7 GB).
 
 Speed: every signature (``serving/signatures.py``) calls one shared decoder function (one copy of the
-24-step graph in the SavedModel, so it loads in about 2 s), compiled with XLA
+24-step graph in the SavedModel, so it loads in about 2 s; each module attribute is the very concrete
+function of its signature, so no function is stored twice), compiled with XLA
 for the batch sizes of ``DECODE_BUCKETS`` unless exported with
 ``jit_compile=False``; see ``bench/bench_serving.py``.
 """
@@ -148,6 +149,10 @@ def export_saved_model(
     metadata = build_metadata(config, maps, fit_info, model.codec)
     module = build_serving_module(model, config, maps, sample_tokens, metadata, jit_compile=jit_compile)
     signatures = {name: getattr(module, name).get_concrete_function() for name in SIGNATURE_NAMES}
+    for name, function in signatures.items():
+        # the attribute is the signature's own concrete function: TensorFlow stores a function that is
+        # both a tf.function attribute and a signature twice, and one that is the same object once
+        setattr(module, name, function)
     tmp = None
     try:
         tmp = fileio.make_temp_dir(export_dir)

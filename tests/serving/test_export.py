@@ -191,3 +191,23 @@ def test_bad_inputs_fail_clearly(client, case, words):
     for word in words:
         assert word.format(**fill) in error[1], f"{case}: {word!r} not in {error}"
 
+
+
+def test_every_function_is_stored_once(saved_model_dir):
+    """Each signature is also the module attribute of the same name, and the library holds one copy of each."""
+    import re
+
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from music_attr_vae.serving.signatures import SIGNATURE_NAMES
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((saved_model_dir / "saved_model.pb").read_bytes())
+    names = [f.signature.name for f in proto.meta_graphs[0].graph_def.library.function]
+    # one thin __inference_signature_wrapper per signature is TensorFlow's own; everything else is ours
+    traced = [re.sub(r"_\d+$", "", name) for name in names
+              if name.startswith("__inference_") and not name.startswith("__inference_signature_wrapper")]
+    copies = {name: traced.count(name) for name in set(traced)}
+    assert copies["__inference_decode_core"] == 1 and copies["__inference_model_encode"] == 1
+    assert max(copies.values()) == 1, sorted(n for n, c in copies.items() if c > 1)
+    assert set(proto.meta_graphs[0].signature_def) >= set(SIGNATURE_NAMES)
