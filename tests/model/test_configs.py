@@ -35,6 +35,12 @@ def test_regularised_dims_follow_the_paper_and_ar_vae():
     assert load_config("rhy_pr").regularization.pitch_range.consistency == 0.0  # the paper's model has none
     consistent = load_config("rhy_pr_consistency").regularization
     assert consistent.pitch_range.consistency > 0 and consistent.rhythmic_complexity.target == "sign"
+    # the monotone term is on only where it was measured to help: pitch range in the four-attribute model
+    monotone = {name: {k: v.monotone for k, v in load_config(name).regularization.items()}
+                for name in ("rhy_pr", "recommended", "all4_control")}
+    assert set(monotone["rhy_pr"].values()) == set(monotone["recommended"].values()) == {0.0}
+    assert monotone["all4_control"] == {"rhythmic_complexity": 0.0, "pitch_range": 30.0, "note_density": 0.0,
+                                        "contour": 0.0}
     paper = load_config("paper").model
     assert (paper.z_dim, paper.enc_hidden, paper.dec_hidden, paper.enc_layers, paper.dec_layers) == (256, 512, 512, 2, 2)
     assert load_config("beta_vae").train.beta > load_config("base").train.beta
