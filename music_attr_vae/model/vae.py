@@ -252,7 +252,7 @@ class MeasureVAE(keras.Model):
         beta = self.beta_at(step)
         loss = recon + beta * kl + reg
         if self.consistency_specs:
-            consistency = self.consistency(z, attributes, seed=self._step_seed(step, 4))
+            consistency = self.consistency(z, attributes, step=step)
             self.consistency_tracker.update_state(consistency)
             loss = loss + ramp * consistency
         accuracy = tf.reduce_mean(
@@ -260,7 +260,7 @@ class MeasureVAE(keras.Model):
         )
         return loss, recon, kl, beta, accuracy
 
-    def consistency(self, z, attributes, seed=None):
+    def consistency(self, z, attributes, step=None):
         """Decoder consistency and monotone terms (``regularization.<attribute>.consistency`` /
         ``.monotone`` > 0; this project's options).
 
@@ -285,13 +285,11 @@ class MeasureVAE(keras.Model):
           It is zero wherever the decoder already follows the dim, so it acts
           only on the steps that fall.
 
-        All rows are decoded in one batch.  ``seed`` (stateless, [2]) draws
-        the monotone values; the default is a fixed seed.
+        All rows are decoded in one batch.  The monotone values are drawn
+        statelessly from (seed, ``step``, replica); without ``step``, step 0.
         """
         zc = tf.stop_gradient(tf.cast(z[: self.consistency_batch], tf.float32))
         ac = tf.cast(attributes[: self.consistency_batch], tf.float32)
-        rows = tf.shape(zc)[0]
-        seed = tf.constant([0, 0], tf.int32) if seed is None else seed
         swapped, targets, monotone, step_rows = zc, [], [], []
         for k, (name, spec) in enumerate(self.consistency_specs):
             dim_mask = tf.one_hot(spec["dim"], self.z_dim)
@@ -303,14 +301,17 @@ class MeasureVAE(keras.Model):
             if spec["monotone"] > 0:
                 column = zc[:, spec["dim"]]
                 mean, std = tf.reduce_mean(column), tf.math.reduce_std(column)
-                u = tf.random.stateless_uniform([rows], seed=seed + tf.constant([0, 7919], tf.int32) * (k + 1))
+                seed = self._step_seed(0 if step is None else step, 4) + tf.constant([0, 7919], tf.int32) * (k + 1)
+                u = tf.random.stateless_uniform(tf.shape(column), seed=seed)
                 low = mean - 3.0 * std + u * 5.5 * std
                 for value in (low, low + 0.5 * std):
                     step_rows.append(zc * (1.0 - dim_mask) + value[:, None] * dim_mask)
                 monotone.append((name, spec["monotone"]))
         decoded = ([swapped] if targets else []) + step_rows
-        probs, _ = self.decoder.soft_free_running(tf.concat(decoded, axis=0))
-        parts = tf.split(probs, len(decoded), axis=0)
+        if len(decoded) == 1:  # the consistency term alone: no batching ops in its graph
+            parts = [self.decoder.soft_free_running(decoded[0])[0]]
+        else:
+            parts = tf.split(self.decoder.soft_free_running(tf.concat(decoded, axis=0))[0], len(decoded), axis=0)
         total = tf.constant(0.0, tf.float32)
         for name, weight, target in targets:
             total += weight * tf.reduce_mean(tf.abs(soft_attribute(parts[0], name) - target))
