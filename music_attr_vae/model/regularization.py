@@ -71,7 +71,7 @@ def normalize_mapping(
 
     Raises ValueError naming the attribute and the field for: an unknown
     attribute, an unknown field, a dim outside [0, z_dim), two attributes on
-    one dim, a negative gamma or consistency weight, a non-positive delta or
+    one dim, a negative gamma, consistency or monotone weight, a non-positive delta or
     scale, or a loss/target outside the supported sets.  Plain dicts and
     ConfigDicts are accepted.  ``consistency`` and ``monotone`` (default 0)
     weigh the decoder consistency and monotone terms of ``model/vae.py``

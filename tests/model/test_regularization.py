@@ -106,6 +106,8 @@ def test_empty_mapping_is_the_plain_vae():
         ({"pitch_range": {"dim": 0, "loss": "huber"}}, "loss='huber' must be one of"),
         ({"pitch_range": {"dim": 0, "target": "rank"}}, "target='rank' must be one of"),
         ({"pitch_range": {"dim": 0, "gamma": -1.0}}, "gamma=-1.0 must be >= 0"),
+        ({"pitch_range": {"dim": 0, "consistency": -1.0}}, r"pitch_range.consistency=-1.0 must be >= 0"),
+        ({"contour": {"dim": 1, "monotone": -0.5}}, r"regularization.contour.monotone=-0.5 must be >= 0"),
         ({"pitch_range": {"dim": 0, "delta": 0.0}}, "delta=0.0 must be > 0"),
         ({"pitch_range": {"dim": 0, "weight": 1.0}}, "unknown field"),
     ],
