@@ -44,8 +44,11 @@ Field reference:
 ``train.checkpoint_every_steps`` also checkpoint every N steps (0 = only at epoch ends).
 ``train.keep_checkpoints``       checkpoints kept on disk.
 ``train.log_every_steps``        TensorBoard training-scalar interval.
-``train.jit_compile``            XLA-compile the train step (on a CPU not with bfloat16 products, which
-                                 run faster in oneDNN's kernels than in XLA's: see model/vae.py, use_xla).
+``train.jit_compile``            'auto', true or false: XLA-compile the train step.  'auto' = on a GPU,
+                                 not on a CPU (TensorFlow's own kernels ran the step faster on every CPU
+                                 measured: 2x on an AVX2 EPYC, BUILD_NOTES "Performance"); true = also on a
+                                 CPU with float32 products (bfloat16 ones run faster in oneDNN's kernels
+                                 than in XLA's); see model/vae.py, use_xla.
 ``train.eval_free_running``      validation also decodes free-running (the paper's accuracy).
 ``train.max_minutes``            stop (checkpoint, export) after this much training time (0 = no limit).
 ``train.inject_nan_at_step``     testing aid: make the loss of that step NaN (0 = off).
@@ -113,7 +116,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every_steps = 500
     config.train.keep_checkpoints = 3
     config.train.log_every_steps = 50
-    config.train.jit_compile = True
+    # 'auto' or a bool: a reference of type object takes either (also from --config.train.jit_compile=)
+    config.train.jit_compile = ml_collections.FieldReference("auto", field_type=object)
     config.train.eval_free_running = True
     config.train.max_minutes = 0.0
     config.train.inject_nan_at_step = 0

@@ -158,7 +158,7 @@ _RULES: Dict[str, tuple] = {
     "train.checkpoint_every_steps": _non_negative_int,
     "train.keep_checkpoints": _positive_int,
     "train.log_every_steps": _positive_int,
-    "train.jit_compile": _bool,
+    "train.jit_compile": (lambda v: v is True or v is False or v == "auto", "'auto', true or false"),
     "train.eval_free_running": _bool,
     "train.max_minutes": _non_negative,
     "train.inject_nan_at_step": _non_negative_int,

@@ -396,7 +396,7 @@ def resolve_rnn_chains(value: int, xla: bool = True) -> int:
 
     Splitting the batch into independent recurrences changes no number, only
     how much of the step XLA can spread over CPU cores (``gru.GRU.run``).
-    Without XLA (bfloat16 products on CPU, see :func:`use_xla`) TF's
+    Without XLA (the CPU default, see :func:`use_xla`) TF's
     executor already runs independent operations on both cores, and the
     chains only double the operations: with one chain ``train``'s first step
     came about 5 s sooner and steps ran a few percent faster (BUILD_NOTES,
@@ -433,15 +433,24 @@ def resolve_matmul_dtype(value: str) -> str:
 
 
 def use_xla(config) -> bool:
-    """Whether to XLA-compile training: ``train.jit_compile``, except bfloat16 products on a CPU.
+    """Whether to XLA-compile training, from ``train.jit_compile`` ('auto', True or False).
 
-    XLA's CPU backend runs bfloat16 products no faster than float32 ones,
-    while oneDNN's graph kernels run them ~1.7x faster on AMX/AVX512-BF16
-    CPUs; on a GPU XLA is used as configured.
+    'auto' compiles on a GPU and not on a CPU: on an AVX2 EPYC (no AVX-512) the
+    float32 step of ``recommended`` ran at 750 examples/s without XLA and 375
+    with it, and compiled in 22 s instead of 104 s; on AMX/AVX512-BF16 CPUs the
+    default bfloat16 products run ~1.7x faster in oneDNN's graph kernels than
+    in XLA's (BUILD_NOTES, "Performance").  True compiles on a GPU, and on a
+    CPU with float32 products (XLA's CPU backend runs bfloat16 products no
+    faster than float32 ones).
     """
-    if not config.train.jit_compile:
+    value = config.train.jit_compile
+    if value is False:
         return False
-    return resolve_matmul_dtype(config.model.matmul_dtype) == "float32" or bool(tf.config.list_physical_devices("GPU"))
+    if tf.config.list_physical_devices("GPU"):
+        return True
+    if value == "auto":
+        return False
+    return resolve_matmul_dtype(config.model.matmul_dtype) == "float32"
 
 
 def model_kwargs(config) -> dict:

@@ -126,9 +126,23 @@ def test_auto_rnn_chains_split_the_batch_only_where_xla_compiles_on_a_cpu(monkey
     assert vae.resolve_rnn_chains(0, xla=True) == 2
     assert vae.resolve_rnn_chains(0, xla=False) == 1
     assert vae.resolve_rnn_chains(3, xla=False) == 3  # an explicit value always wins
-    float32_xla = load_config("rhy_pr", {"model.matmul_dtype": "float32"})
+    float32_xla = load_config("rhy_pr", {"model.matmul_dtype": "float32", "train.jit_compile": True})
     assert vae.model_kwargs(float32_xla)["rnn_chains"] == 2
+    float32_auto = load_config("rhy_pr", {"model.matmul_dtype": "float32"})  # 'auto': no XLA on a CPU
+    assert vae.model_kwargs(float32_auto)["rnn_chains"] == 1
     no_xla = load_config("rhy_pr", {"model.matmul_dtype": "float32", "train.jit_compile": False})
     assert vae.model_kwargs(no_xla)["rnn_chains"] == 1
     bf16 = load_config("rhy_pr", {"model.matmul_dtype": "bfloat16"})
     assert vae.model_kwargs(bf16)["rnn_chains"] == 1
+
+
+def test_jit_compile_auto_means_no_xla_on_a_cpu_and_true_forces_it_for_float32_products():
+    from music_attr_vae.model import vae
+
+    assert load_config("rhy_pr").train.jit_compile == "auto"
+    assert not vae.use_xla(load_config("rhy_pr", {"model.matmul_dtype": "float32"}))
+    assert vae.use_xla(load_config("rhy_pr", {"model.matmul_dtype": "float32", "train.jit_compile": True}))
+    assert not vae.use_xla(load_config("rhy_pr", {"model.matmul_dtype": "bfloat16", "train.jit_compile": True}))
+    assert not vae.use_xla(load_config("rhy_pr", {"model.matmul_dtype": "float32", "train.jit_compile": False}))
+    with pytest.raises(ValueError, match="train.jit_compile"):
+        load_config("rhy_pr", {"train.jit_compile": "yes"})
