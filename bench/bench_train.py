@@ -5,7 +5,8 @@ Usage::
     python bench/bench_train.py                       # small (rhy_pr) and paper, 20 timed steps each
     python bench/bench_train.py --configs=rhy_pr --steps=40 --override=model.rnn_chains=1
     python bench/bench_train.py --data_dir=PREPARED   # real measures instead of random ones
-    python bench/bench_train.py --configs=paper --profile_dir=/tmp/trace   # + a TensorBoard trace
+    python bench/bench_train.py --configs=paper --profile_dir=/tmp/trace   # + a TensorBoard trace and its
+                                                                           #   busy time per op type
 
 For each config it prints: parameters, compile time (first steps), training
 examples/s over ``--steps`` steps of ``train.batch_size`` after warm-up (the
@@ -79,6 +80,39 @@ def profile_steps(model, ds, steps: int, logdir: str) -> str:
     return logdir
 
 
+def op_type_summary(logdir: str, steps: int, top: int = 12) -> dict:
+    """Busy time per training step by TensorFlow op type, from the trace ``profile_steps`` wrote.
+
+    Reads the newest ``*.xplane.pb`` under ``logdir`` with the profiler's own
+    converter (its "framework_op_stats" table, the TensorBoard Profile tab's
+    "TensorFlow stats"): {op type: [ms per step, share of busy time, calls per
+    step]}, the ``top`` largest first, idle time left out.  Ops XLA compiled
+    show up as one cluster op, not by type.
+    """
+    import glob
+
+    from tensorflow.python.profiler.internal import _pywrap_profiler_plugin as plugin
+
+    planes = sorted(glob.glob(os.path.join(logdir, "plugins", "profile", "*", "*.xplane.pb")), key=os.path.getmtime)
+    if not planes:
+        return {}
+    data, ok = plugin.xspace_to_tools_data([planes[-1]], "framework_op_stats", {})
+    if not ok:
+        return {}
+    table = json.loads(data)[0]
+    columns = [c["id"] for c in table["cols"]]
+    totals, calls = {}, {}
+    for row in table["rows"]:
+        cell = dict(zip(columns, (c.get("v") for c in row["c"])))
+        if cell["type"] == "IDLE":
+            continue
+        totals[cell["type"]] = totals.get(cell["type"], 0.0) + cell["total_self_time"]  # microseconds
+        calls[cell["type"]] = calls.get(cell["type"], 0) + cell["occurrences"]
+    busy = sum(totals.values()) or 1.0
+    ranked = sorted(totals, key=totals.get, reverse=True)[:top]
+    return {k: [round(totals[k] / 1e3 / steps, 1), round(totals[k] / busy, 3), round(calls[k] / steps)] for k in ranked}
+
+
 def bench_config(name, overrides, steps, warmup, decode_batches, data_dir, steps_per_execution=1,
                  profile_dir=None, profile_steps_count=5):
     import keras
@@ -127,6 +161,7 @@ def bench_config(name, overrides, steps, warmup, decode_batches, data_dir, steps
         "cpu_s_per_step": round(cpu / steps, 3),
         "decode_measures_per_s": round(decode_batches * 256 / d_wall, 1),
         "profile_trace": trace,
+        "profile_ms_share_calls_per_step": op_type_summary(trace, profile_steps_count) if trace else None,
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
 
