@@ -45,8 +45,8 @@ Field reference:
 ``train.keep_checkpoints``       checkpoints kept on disk.
 ``train.log_every_steps``        TensorBoard training-scalar interval.
 ``train.jit_compile``            'auto', true or false: XLA-compile the train step.  'auto' = on a GPU,
-                                 not on a CPU (TensorFlow's own kernels ran the step faster on every CPU
-                                 measured: 2x on an AVX2 EPYC, BUILD_NOTES "Performance"); true = also on a
+                                 not on a CPU (TensorFlow's own kernels ran the step as fast or faster and
+                                 compiled it 3-5x sooner on every CPU measured, BUILD_NOTES "Performance"); true = also on a
                                  CPU with float32 products (bfloat16 ones run faster in oneDNN's kernels
                                  than in XLA's); see model/vae.py, use_xla.
 ``train.eval_free_running``      validation also decodes free-running (the paper's accuracy).

@@ -436,8 +436,9 @@ def use_xla(config) -> bool:
     """Whether to XLA-compile training, from ``train.jit_compile`` ('auto', True or False).
 
     'auto' compiles on a GPU and not on a CPU: on an AVX2 EPYC (no AVX-512) the
-    float32 step of ``recommended`` ran at 750 examples/s without XLA and 375
-    with it, and compiled in 22 s instead of 104 s; on AMX/AVX512-BF16 CPUs the
+    float32 step of ``recommended`` ran at 689-732 examples/s without XLA and
+    520-541 with it, and compiled in 25-27 s instead of 114-138 s (the paper
+    size: the same speed, 35 s against 106 s); on AMX/AVX512-BF16 CPUs the
     default bfloat16 products run ~1.7x faster in oneDNN's graph kernels than
     in XLA's (BUILD_NOTES, "Performance").  True compiles on a GPU, and on a
     CPU with float32 products (XLA's CPU backend runs bfloat16 products no
