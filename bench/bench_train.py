@@ -93,12 +93,13 @@ def _timed_steps(model, ds, steps: int, steps_per_execution: int = 1):
     iterator = iter(ds)
     train = model.train_function
     float(train(iterator)["loss"])
-    calls = max(1, steps // max(1, steps_per_execution))
+    per_call = max(1, steps_per_execution)
+    calls = max(1, steps // per_call)
     wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(calls):
         logs = train(iterator)
     float(logs["loss"])  # wait for the last step
-    return time.perf_counter() - wall, time.process_time() - cpu, calls * max(1, steps_per_execution)
+    return time.perf_counter() - wall, time.process_time() - cpu, calls * per_call
 
 
 def op_type_summary(logdir: str, steps: int, top: int = 12) -> dict:
