@@ -23,8 +23,18 @@ Each measurement runs in a fresh process, as a user's command would:
   untrained export, cold and warm.
 
 The 1-minute load average is read before each measurement; figures taken at a
-load above ~0.5 shared the 2 cores with other work.  Reference figures of the
-PyTorch original are quoted from issue 13 in BUILD_NOTES "Performance".
+load above ~0.5 shared the 2 cores with other work.
+
+**The original, in the same sitting.**  With ``--original_python`` (a Python
+that has PyTorch) and ``--original_dir`` (a checkout of the authors' code, see
+``bench/bench_original.py``, which is not part of this repository), the
+PyTorch original is timed by ``bench_original.py`` right after ours at each
+size (training, decode, traverse), and the table gets its figures and the
+ratio beside ours.  Only ratios from one sitting mean anything: absolute
+figures drift between machines by 40% or more::
+
+    python bench/bench_table.py --data_dir=PREPARED \
+        --original_python=/opt/orig-venv/bin/python --original_dir=/work/original_measurevae
 """
 
 from __future__ import annotations
@@ -47,6 +57,14 @@ PRECISIONS = {"default": [], "float32": ["--override=model.matmul_dtype=float32"
 
 def _load() -> float:
     return round(os.getloadavg()[0], 2)
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
+    except OSError:
+        return "?"
 
 
 def _json_lines(text: str):
@@ -169,19 +187,55 @@ export_untrained(sys.argv[1], sys.argv[2])
 """
 
 
+def original_figures(size: str, python: str, original_dir: str, steps: int) -> dict:
+    """The PyTorch original's train ex/s, decode measures/s and traverse ms at ``size`` (``bench_original.py``)."""
+    load = _load()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "original.jsonl")
+        _run([python, os.path.join(HERE, "bench_original.py"), f"--original_dir={original_dir}", f"--sizes={size}",
+              f"--steps={steps}", "--warmup=2", "--decode_repeats=4", "--traverse_repeats=20", f"--json={path}"])
+        with open(path, encoding="utf-8") as f:
+            result = json.loads(f.read().splitlines()[-1])
+    return {"train": {"value": result["train_examples_per_s"], "load": load},
+            "decode": {"value": result["decode_measures_per_s"], "load": result["load_decode"]},
+            "traverse": {"value": result["traverse_median_ms"], "load": result["load_traverse"]},
+            "torch": result["torch"]}
+
+
 def table(results: dict) -> str:
-    rows = ["| figure | small | paper |", "|---|---|---|"]
+    original = results.get("original") or {}
+    columns = [(size, kind) for size in SIZES for kind in (("ours", "original", "ratio") if original else ("ours",))]
+    rows = ["| figure | " + " | ".join(f"{size} ({kind})" if original else size for size, kind in columns) + " |",
+            "|---" * (len(columns) + 1) + "|"]
 
     def cell(entry, fmt):
         return f"{fmt.format(entry['value'])} (load {entry['load']})" if entry else "—"
 
+    def row(name, ours_by_size, key, fmt, higher_is_better=True):
+        cells = []
+        for size, kind in columns:
+            ours = ours_by_size(size)
+            theirs = original.get(size, {}).get(key)
+            if kind == "ours":
+                cells.append(cell(ours, fmt))
+            elif kind == "original":
+                cells.append(cell(theirs, fmt))
+            elif ours and theirs and ours["value"] and theirs["value"]:
+                ratio = ours["value"] / theirs["value"] if higher_is_better else theirs["value"] / ours["value"]
+                cells.append(f"{ratio:.2f}x")
+            else:
+                cells.append("—")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+
     for precision in PRECISIONS:
-        rows.append(f"| train ex/s, {precision} | " + " | ".join(
-            cell(results["train"].get(f"{size}/{precision}"), "{:,.0f}") for size in SIZES) + " |")
-    rows.append("| decode measures/s, batch 256, SavedModel | " + " | ".join(
-        cell(results["serving"].get(size, {}).get("decode"), "{:,.0f}") for size in SIZES) + " |")
-    rows.append("| traverse 1 measure x 8 steps, median ms | " + " | ".join(
-        cell(results["serving"].get(size, {}).get("traverse"), "{:.1f}") for size in SIZES) + " |")
+        row(f"train ex/s, {precision}", lambda size: results["train"].get(f"{size}/{precision}"), "train", "{:,.0f}")
+    row("decode measures/s, batch 256, SavedModel", lambda size: results["serving"].get(size, {}).get("decode"),
+        "decode", "{:,.0f}")
+    row("traverse 1 measure x 8 steps, median ms", lambda size: results["serving"].get(size, {}).get("traverse"),
+        "traverse", "{:.1f}", higher_is_better=False)
+    rows.append("")
+    rows.append("| figure | small | paper |")
+    rows.append("|---|---|---|")
     rows.append(f"| tf.data input alone, ex/s | {cell(results.get('input'), '{:,.0f}')} | (same pipeline) |")
     for kind in ("cold", "warm"):
         rows.append(f"| first training step, s ({kind} XLA cache) | " + " | ".join(
@@ -200,7 +254,14 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per figure")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--figures", default=",".join(FIGURES), help=f"comma-separated subset of: {', '.join(FIGURES)}")
+    parser.add_argument("--original_python", help="a Python with PyTorch: also time the original (bench_original.py)")
+    parser.add_argument("--original_dir", help="with --original_python: a checkout of the original's code")
+    parser.add_argument("--original_steps", type=int, default=6, help="timed training steps of the original")
     args = parser.parse_args()
+    if bool(args.original_python) != bool(args.original_dir):
+        parser.error("--original_python and --original_dir go together")
+    if args.original_dir and not os.path.isfile(os.path.join(args.original_dir, "measurevae", "measure_vae.py")):
+        parser.error(f"--original_dir={args.original_dir}: no measurevae/measure_vae.py there")
     figures = [f for f in args.figures.split(",") if f]
     if set(figures) - set(FIGURES):
         parser.error(f"--figures: unknown {sorted(set(figures) - set(FIGURES))}; known: {', '.join(FIGURES)}")
@@ -208,7 +269,8 @@ def main() -> int:
     unknown = set(sizes) - set(SIZES)
     if unknown:
         parser.error(f"--sizes: unknown {sorted(unknown)}; known: {', '.join(SIZES)}")
-    results = {"machine": {"cpus": os.cpu_count()}, "train": {}, "serving": {}, "first_step": {}, "first_answer": {}}
+    results = {"machine": {"cpus": os.cpu_count(), "cpu": _cpu_model()}, "train": {}, "serving": {}, "first_step": {},
+               "first_answer": {}, "original": {}}
     cache = tempfile.mkdtemp(prefix="xla-cache-")
     if "input" in figures:
         results["input"] = input_rate(args.data_dir)
@@ -223,6 +285,9 @@ def main() -> int:
                     results["train"][f"{size}/{precision}"] = train_rate(config, precision, args.data_dir, args.steps)
             if "serving" in figures:
                 results["serving"][size] = serving(config)
+            if args.original_python:
+                results["original"][size] = original_figures(size, args.original_python, args.original_dir,
+                                                             args.original_steps)
             if "first_answer" in figures:
                 results["first_answer"][size] = first_answer_seconds(config, cache)
             print(json.dumps({size: {k: v for k, v in results.items() if k != "machine"}}), flush=True)

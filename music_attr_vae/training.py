@@ -51,6 +51,7 @@ from music_attr_vae import training_callbacks as cb
 from music_attr_vae import run_data
 from music_attr_vae.model.regularization import normalize_mapping
 from music_attr_vae.model.vae import MeasureVAE, build_model, use_xla
+from music_attr_vae.optimizers import FusedAdam, FusedAdamW
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 # Config sections that define the network: resuming with different values is refused.
@@ -173,8 +174,8 @@ def build_optimizer(config, total_steps: int) -> keras.optimizers.Optimizer:
     if t.clipnorm:
         kwargs["global_clipnorm"] = t.clipnorm
     if t.weight_decay:
-        return keras.optimizers.AdamW(weight_decay=t.weight_decay, **kwargs)
-    return keras.optimizers.Adam(**kwargs)
+        return FusedAdamW(weight_decay=t.weight_decay, **kwargs)
+    return FusedAdam(**kwargs)
 
 
 # ---------------------------------------------------------------- the run

@@ -23,6 +23,7 @@ import threading
 from typing import List, Optional, Tuple
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 
@@ -67,14 +68,119 @@ def matmul(a, b, dtype: str = "float32"):
     return tf.cast(out, tf.float32)
 
 
-def _gates(x_proj, h_proj, h):
-    """One GRU update from the projected input (B, 3H), or its three gate parts, and the projected state."""
-    xz, xr, xh = x_proj if isinstance(x_proj, (tuple, list)) else tf.split(x_proj, 3, axis=-1)
-    hz, hr, hh = tf.split(h_proj, 3, axis=-1)
+def _gate_values(x_proj, h_proj, h, one=1.0, last_axis=-1):
+    """One GRU update and what its gradient needs: (new state, z, r, candidate, h-part of the projected state).
+
+    ``one`` and ``last_axis`` may be given as tensors made once per sequence,
+    so an unrolled loop does not add two constants to the graph at each step.
+    """
+    xz, xr, xh = x_proj if isinstance(x_proj, (tuple, list)) else tf.split(x_proj, 3, axis=last_axis)
+    hz, hr, hh = tf.split(h_proj, 3, axis=last_axis)
     z = tf.sigmoid(xz + hz)
     r = tf.sigmoid(xr + hr)
     candidate = tf.tanh(xh + r * hh)
-    return z * h + (1.0 - z) * candidate
+    return z * h + (one - z) * candidate, z, r, candidate, hh
+
+
+def _gates(x_proj, h_proj, h):
+    """One GRU update from the projected input (B, 3H), or its three gate parts, and the projected state."""
+    return _gate_values(x_proj, h_proj, h)[0]
+
+
+def _product(a, b, dtype: str, transpose_a: bool = False, transpose_b: bool = False):
+    """Rank-2 ``a @ b`` with optional transposes, in the operand type of ``matmul``; float32 out."""
+    if _effective(dtype) == "float32" and a.dtype == tf.float32 and b.dtype == tf.float32:
+        return tf.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+    out = tf.matmul(tf.cast(a, tf.bfloat16), tf.cast(b, tf.bfloat16), transpose_a=transpose_a, transpose_b=transpose_b)
+    return tf.cast(out, tf.float32)
+
+
+def recurrence(x_proj, h0, kernel, bias, reverse: bool = False, dtype: str = "float32"):
+    """The unrolled GRU recurrence over a projected sequence, with a hand-written backward pass.
+
+    ``x_proj`` (B, T, 3H) is the projected input, ``h0`` (B, H) the initial
+    state, ``kernel`` (H, 3H) and ``bias`` (3H,) the recurrent weights as
+    product operands (``GRU.recurrent_operands``).  With ``reverse`` the
+    sequence is read from its last step to its first, and the outputs stay in
+    input order (a backward direction without reversing copies).  Returns
+    (outputs (B, T, H), last state (B, H)).
+
+    The forward pass is exactly ``GRU.step`` repeated.  The backward pass is
+    back-propagation through time written out: per step, the gate gradients
+    from the saved gate values (``SigmoidGrad``/``TanhGrad``) and one product
+    with the transposed kernel for the previous state; after the loop, the
+    kernel's gradient as **one** product over all steps at once
+    (``(T*B, H)^T @ (T*B, 3H)``) and the bias's as one sum.  Automatic
+    differentiation of the unrolled loop makes T small products and T
+    broadcast sums, accumulated pairwise, which is slower to run and twice as
+    many graph operations to trace (BUILD_NOTES "Performance").
+    """
+
+    @tf.custom_gradient
+    def run(x_proj, h0, kernel, bias):
+        steps = x_proj.shape[1]
+        parts = list(zip(*[tf.unstack(part, axis=1, num=steps) for part in tf.split(x_proj, 3, axis=-1)]))
+        order = list(range(steps - 1, -1, -1)) if reverse else list(range(steps))
+        h, outputs, saved = h0, [None] * steps, []
+        one, last_axis = tf.constant(1.0, h0.dtype), tf.constant(-1)  # shared by every step
+        for t in order:
+            h_new, z, r, candidate, hh = _gate_values(parts[t], matmul(h, kernel, dtype) + bias, h, one, last_axis)
+            saved.append((t, h, z, r, candidate, hh))
+            outputs[t] = h = h_new
+
+        def grad(d_outputs, d_last):
+            d_steps = tf.unstack(d_outputs, axis=1, num=steps) if d_outputs is not None else [None] * steps
+            carry = d_last
+            d_gates, prev_states, d_inputs = [], [], [None] * steps
+            for t, h_prev, z, r, candidate, hh in reversed(saved):
+                d_h = carry if d_steps[t] is None else (d_steps[t] if carry is None else carry + d_steps[t])
+                if d_h is None:
+                    d_h = tf.zeros_like(h_prev)
+                d_keep = d_h * z                       # through z * h
+                d_cand = tf.raw_ops.TanhGrad(y=candidate, dy=d_h - d_keep)  # through (1 - z) * candidate
+                d_z = tf.raw_ops.SigmoidGrad(y=z, dy=d_h * (h_prev - candidate))
+                d_r = tf.raw_ops.SigmoidGrad(y=r, dy=d_cand * hh)
+                d_gate = tf.concat([d_z, d_r, d_cand * r], axis=last_axis)  # w.r.t. h_prev @ U + b
+                d_inputs[t] = tf.concat([d_z, d_r, d_cand], axis=last_axis)  # w.r.t. x_proj[:, t]
+                d_gates.append(d_gate)
+                prev_states.append(h_prev)
+                carry = d_keep + _product(d_gate, kernel, dtype, transpose_b=True)
+            all_gates = tf.concat(d_gates, axis=0)  # (T*B, 3H), in the order the steps were undone
+            d_kernel = _product(tf.concat(prev_states, axis=0), all_gates, dtype, transpose_a=True)
+            d_bias = tf.reduce_sum(all_gates, axis=0)
+            return (tf.stack(d_inputs, axis=1), carry, tf.cast(d_kernel, kernel.dtype), tf.cast(d_bias, bias.dtype))
+
+        return (tf.stack(outputs, axis=1), h), grad
+
+    return run(x_proj, h0, kernel, bias)
+
+
+class Orthogonal(keras.initializers.Orthogonal):
+    """Keras' orthogonal initializer, with Q computed by a Cholesky factorisation in float64.
+
+    The same normal draw from the same seed as ``keras.initializers.Orthogonal``
+    and the same Q: Keras takes the QR factorisation ``A = QR`` and flips Q's
+    columns so that R's diagonal is positive, which makes Q unique, and that Q
+    is ``A L^-T`` where ``L L^T = A^T A`` (Cholesky).  For a Gaussian matrix
+    ``A^T A`` is well conditioned, so in float64 the two agree to float32
+    rounding (``tests/model/test_gru.py``).  A Householder QR of a 1536 x 512
+    matrix took ~0.1 s here (TensorFlow's and LAPACK's alike), eight of them
+    most of the second it took to build the paper-size model before its first
+    training step; this takes a few milliseconds.
+    """
+
+    def __call__(self, shape, dtype=None):
+        rows = int(np.prod(shape[:-1]))
+        cols = int(shape[-1])
+        draw = np.asarray(keras.random.normal((max(rows, cols), min(rows, cols)), seed=self.seed, dtype=dtype),
+                          np.float64)
+        from scipy.linalg import solve_triangular  # SciPy comes with scikit-learn, a dependency
+
+        lower = np.linalg.cholesky(draw.T @ draw)
+        q = solve_triangular(lower, draw.T, lower=True).T  # A R^-1 with R = L^T
+        if rows < cols:
+            q = q.T
+        return tf.constant((self.gain * q).reshape(shape), dtype=dtype or "float32")
 
 
 class GRU(keras.layers.Layer):
@@ -94,7 +200,7 @@ class GRU(keras.layers.Layer):
         h3 = 3 * self.units
         self.kernel = self.add_weight(shape=(in_dim, h3), initializer="glorot_uniform", name="kernel")
         self.recurrent_kernel = self.add_weight(
-            shape=(self.units, h3), initializer="orthogonal", name="recurrent_kernel"
+            shape=(self.units, h3), initializer=Orthogonal(), name="recurrent_kernel"
         )
         self.bias = self.add_weight(shape=(2, h3), initializer="zeros", name="bias")
 
@@ -132,8 +238,11 @@ class GRU(keras.layers.Layer):
         kernel, bias = self.recurrent_operands() if operands is None else operands
         return _gates(x_proj_t, matmul(h, kernel, self.matmul_dtype) + bias, h)
 
-    def run(self, x_proj, h0=None) -> Tuple[tf.Tensor, tf.Tensor]:
+    def run(self, x_proj, h0=None, reverse: bool = False) -> Tuple[tf.Tensor, tf.Tensor]:
         """Recurrence over a projected sequence (B, T, 3H) -> (outputs (B, T, H), last state).
+
+        With ``reverse`` the sequence is read from its last step to its first
+        (outputs stay in input order; the last state is the one after step 0).
 
         With ``chains > 1`` the batch is cut into that many independent
         recurrences.  The arithmetic is the same, but XLA on CPU runs each
@@ -143,32 +252,28 @@ class GRU(keras.layers.Layer):
         if h0 is None:
             h0 = tf.zeros([tf.shape(x_proj)[0], self.units], x_proj.dtype)
         if self.chains == 1:
-            return self._run_chain(x_proj, h0)
+            return self._run_chain(x_proj, h0, reverse)
         n = tf.shape(x_proj)[0]
         sizes = tf.stack([(n + self.chains - 1 - i) // self.chains for i in range(self.chains)])
         parts = [
-            self._run_chain(x, h)
+            self._run_chain(x, h, reverse)
             for x, h in zip(
                 tf.split(x_proj, sizes, axis=0, num=self.chains), tf.split(h0, sizes, axis=0, num=self.chains)
             )
         ]
         return tf.concat([p[0] for p in parts], axis=0), tf.concat([p[1] for p in parts], axis=0)
 
-    def _run_chain(self, x_proj, h):
+    def _run_chain(self, x_proj, h, reverse: bool = False):
         operands = self.recurrent_operands()
         if not self.unroll:  # a loop op: ~20% slower steps, but compiles in a fraction of the time
+            if reverse:
+                x_proj = tf.reverse(x_proj, axis=[1])
             states = tf.scan(
                 lambda prev, x_t: self.step(x_t, prev, operands), tf.transpose(x_proj, [1, 0, 2]), initializer=h
             )
-            return tf.transpose(states, [1, 0, 2]), states[-1]
-        # split the gates once for the whole sequence, and unstack rather than slice per step
-        # (the gradient of 24 slices would be 24 padded copies)
-        gates = [tf.unstack(part, axis=1) for part in tf.split(x_proj, 3, axis=-1)]
-        outputs = []
-        for x_t in zip(*gates):
-            h = self.step(x_t, h, operands)
-            outputs.append(h)
-        return tf.stack(outputs, axis=1), h
+            outputs = tf.transpose(states, [1, 0, 2])
+            return (tf.reverse(outputs, axis=[1]) if reverse else outputs), states[-1]
+        return recurrence(x_proj, h, *operands, reverse=reverse, dtype=self.matmul_dtype)
 
     def call(self, x, initial_state=None):
         """x (B, T, in) -> outputs (B, T, H)."""
@@ -207,10 +312,10 @@ class BiGRU(keras.layers.Layer):
     def call_projected(self, x_proj: List[tf.Tensor]):
         """[forward, backward] projected inputs (B, T, 3H) each -> outputs (see class docstring)."""
         fwd_seq, fwd_last = self.forward.run(x_proj[0])
-        bwd_seq, bwd_last = self.backward.run(tf.reverse(x_proj[1], axis=[1]))
+        bwd_seq, bwd_last = self.backward.run(x_proj[1], reverse=True)
         if not self.return_sequences:
             return tf.concat([fwd_last, bwd_last], axis=-1)
-        return tf.concat([fwd_seq, tf.reverse(bwd_seq, axis=[1])], axis=-1)
+        return tf.concat([fwd_seq, bwd_seq], axis=-1)
 
     def call(self, x):
         return self.call_projected(self.project(x))
