@@ -23,7 +23,6 @@ import threading
 from typing import List, Optional, Tuple
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 
@@ -53,19 +52,23 @@ def _effective(dtype: str) -> str:
     return getattr(_override, "dtype", None) or dtype
 
 
-def matmul(a, b, dtype: str = "float32"):
+def matmul(a, b, dtype: str = "float32", transpose_a: bool = False, transpose_b: bool = False):
     """``a @ b`` (rank-2 ``b``, any leading dims of ``a``), optionally with bfloat16 operands.
 
     bfloat16 operands keep float32 variables, states and gate arithmetic; only
     the products run in bfloat16, which oneDNN executes on AMX/AVX512-BF16 units
     several times faster than float32 on CPUs that have them.  ``b`` may be
-    given already cast (see ``GRU.recurrent_operand``).
+    given already cast (see ``GRU.recurrent_operand``).  The transposes are for
+    rank-2 ``a`` (the recurrence's backward pass).
     """
-    if _effective(dtype) == "float32":
-        return tf.tensordot(a, b, axes=1) if a.shape.rank != 2 else tf.matmul(a, b)
-    a16, b16 = tf.cast(a, tf.bfloat16), tf.cast(b, tf.bfloat16)
-    out = tf.tensordot(a16, b16, axes=1) if a.shape.rank != 2 else tf.matmul(a16, b16)
-    return tf.cast(out, tf.float32)
+    if _effective(dtype) != "float32":
+        a, b = tf.cast(a, tf.bfloat16), tf.cast(b, tf.bfloat16)
+    if a.shape.rank != 2:
+        assert not (transpose_a or transpose_b), "transposed products take a rank-2 a"
+        out = tf.tensordot(a, b, axes=1)
+    else:
+        out = tf.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+    return out if out.dtype == tf.float32 else tf.cast(out, tf.float32)
 
 
 def _gate_values(x_proj, h_proj, h, one=1.0, last_axis=-1):
@@ -87,14 +90,6 @@ def _gates(x_proj, h_proj, h):
     return _gate_values(x_proj, h_proj, h)[0]
 
 
-def _product(a, b, dtype: str, transpose_a: bool = False, transpose_b: bool = False):
-    """Rank-2 ``a @ b`` with optional transposes, in the operand type of ``matmul``; float32 out."""
-    if _effective(dtype) == "float32" and a.dtype == tf.float32 and b.dtype == tf.float32:
-        return tf.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
-    out = tf.matmul(tf.cast(a, tf.bfloat16), tf.cast(b, tf.bfloat16), transpose_a=transpose_a, transpose_b=transpose_b)
-    return tf.cast(out, tf.float32)
-
-
 def recurrence(x_proj, h0, kernel, bias, reverse: bool = False, dtype: str = "float32"):
     """The unrolled GRU recurrence over a projected sequence, with a hand-written backward pass.
 
@@ -113,7 +108,7 @@ def recurrence(x_proj, h0, kernel, bias, reverse: bool = False, dtype: str = "fl
     (``(T*B, H)^T @ (T*B, 3H)``) and the bias's as one sum.  Automatic
     differentiation of the unrolled loop makes T small products and T
     broadcast sums, accumulated pairwise, which is slower to run and twice as
-    many graph operations to trace (BUILD_NOTES "Performance").
+    many graph operations to trace (BUILD_NOTES "Model and training").
     """
 
     @tf.custom_gradient
@@ -144,43 +139,15 @@ def recurrence(x_proj, h0, kernel, bias, reverse: bool = False, dtype: str = "fl
                 d_inputs[t] = tf.concat([d_z, d_r, d_cand], axis=last_axis)  # w.r.t. x_proj[:, t]
                 d_gates.append(d_gate)
                 prev_states.append(h_prev)
-                carry = d_keep + _product(d_gate, kernel, dtype, transpose_b=True)
+                carry = d_keep + matmul(d_gate, kernel, dtype, transpose_b=True)
             all_gates = tf.concat(d_gates, axis=0)  # (T*B, 3H), in the order the steps were undone
-            d_kernel = _product(tf.concat(prev_states, axis=0), all_gates, dtype, transpose_a=True)
+            d_kernel = matmul(tf.concat(prev_states, axis=0), all_gates, dtype, transpose_a=True)
             d_bias = tf.reduce_sum(all_gates, axis=0)
             return (tf.stack(d_inputs, axis=1), carry, tf.cast(d_kernel, kernel.dtype), tf.cast(d_bias, bias.dtype))
 
         return (tf.stack(outputs, axis=1), h), grad
 
     return run(x_proj, h0, kernel, bias)
-
-
-class Orthogonal(keras.initializers.Orthogonal):
-    """Keras' orthogonal initializer, with Q computed by a Cholesky factorisation in float64.
-
-    The same normal draw from the same seed as ``keras.initializers.Orthogonal``
-    and the same Q: Keras takes the QR factorisation ``A = QR`` and flips Q's
-    columns so that R's diagonal is positive, which makes Q unique, and that Q
-    is ``A L^-T`` where ``L L^T = A^T A`` (Cholesky).  For a Gaussian matrix
-    ``A^T A`` is well conditioned, so in float64 the two agree to float32
-    rounding (``tests/model/test_gru.py``).  A Householder QR of a 1536 x 512
-    matrix took ~0.1 s here (TensorFlow's and LAPACK's alike), eight of them
-    most of the second it took to build the paper-size model before its first
-    training step; this takes a few milliseconds.
-    """
-
-    def __call__(self, shape, dtype=None):
-        rows = int(np.prod(shape[:-1]))
-        cols = int(shape[-1])
-        draw = np.asarray(keras.random.normal((max(rows, cols), min(rows, cols)), seed=self.seed, dtype=dtype),
-                          np.float64)
-        from scipy.linalg import solve_triangular  # SciPy comes with scikit-learn, a dependency
-
-        lower = np.linalg.cholesky(draw.T @ draw)
-        q = solve_triangular(lower, draw.T, lower=True).T  # A R^-1 with R = L^T
-        if rows < cols:
-            q = q.T
-        return tf.constant((self.gain * q).reshape(shape), dtype=dtype or "float32")
 
 
 class GRU(keras.layers.Layer):
@@ -200,7 +167,7 @@ class GRU(keras.layers.Layer):
         h3 = 3 * self.units
         self.kernel = self.add_weight(shape=(in_dim, h3), initializer="glorot_uniform", name="kernel")
         self.recurrent_kernel = self.add_weight(
-            shape=(self.units, h3), initializer=Orthogonal(), name="recurrent_kernel"
+            shape=(self.units, h3), initializer="orthogonal", name="recurrent_kernel"
         )
         self.bias = self.add_weight(shape=(2, h3), initializer="zeros", name="bias")
 
