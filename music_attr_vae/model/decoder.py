@@ -120,13 +120,17 @@ class HierarchicalDecoder(keras.layers.Layer):
 
     def beat_vectors(self, z):
         """z (B, D) -> beat vectors (B, 4, hidden)."""
+        return tf.transpose(self._beat_sequence(z), [1, 0, 2])
+
+    def _beat_sequence(self, z):
+        """z (B, D) -> beat vectors, time-major (4, B, hidden)."""
         states = _split_states(self.beat_init(z), self.num_layers)
         first = self.beat_rnns[0]
         # the input is z at every beat: project it once
-        x_proj = tf.repeat(first.project(z)[:, None, :], self.codec.beats_per_measure, axis=1)
-        x = first.run(x_proj, states[0])[0]
+        x_proj = tf.repeat(first.project(z)[None], self.codec.beats_per_measure, axis=0)
+        x = first.run(x_proj, states[0], time_major=True)[0]
         for rnn, state in zip(self.beat_rnns[1:], states[1:]):
-            x = rnn.run(rnn.project(x), state)[0]
+            x = rnn.run(rnn.project(x), state, time_major=True)[0]
         return x
 
     def _split_tick_kernel(self):
@@ -168,21 +172,23 @@ class HierarchicalDecoder(keras.layers.Layer):
             prev = tf.where(drop, tf.fill(tf.shape(prev), self.start), prev)
         prev = tf.reshape(prev, [rows, self.codec.ticks_per_beat])
         first = self.tick_rnns[0]
+        # the tick recurrences run time-major, (6, B*4, ...) (see gru.recurrence)
         if seed is None or self.dropout <= 0.0:
             # [emb(prev), beat] @ W = table[prev] + beat @ W_beat: the beat part once per beat
             _, beat_kernel = self._split_tick_kernel()
-            x_proj = lookup(self._token_table(), prev) + tf.matmul(beats, beat_kernel)[:, None, :]
+            x_proj = lookup(self._token_table(), tf.transpose(prev)) + tf.matmul(beats, beat_kernel)[None]
         else:
             emb = stateless_dropout(self.token_embedding(prev), self.dropout, seed, salt=101)
             beat_in = stateless_dropout(beats, self.dropout, seed, salt=102)
             beat_in = tf.repeat(beat_in[:, None, :], self.codec.ticks_per_beat, axis=1)
-            x_proj = first.project(tf.concat([emb, beat_in], axis=-1))
+            x_proj = tf.transpose(first.project(tf.concat([emb, beat_in], axis=-1)), [1, 0, 2])
         states = _split_states(self.tick_init(beats), self.num_layers)
-        x = first.run(x_proj, states[0])[0]
+        x = first.run(x_proj, states[0], time_major=True)[0]
         for i, (rnn, state) in enumerate(zip(self.tick_rnns[1:], states[1:])):
             x = stateless_dropout(x, self.dropout, seed, salt=103 + i)
-            x = rnn.run(rnn.project(x), state)[0]
-        logits = tf.reshape(self.output_head(x), [batch, self.codec.ticks_per_measure, self.codec.vocab_size])
+            x = rnn.run(rnn.project(x), state, time_major=True)[0]
+        logits = tf.transpose(self.output_head(x), [1, 0, 2])  # (B*4, 6, VOCAB)
+        logits = tf.reshape(logits, [batch, self.codec.ticks_per_measure, self.codec.vocab_size])
         return self.apply_mask(logits)
 
     def free_running(self, z, temperature=0.0, seed=0):

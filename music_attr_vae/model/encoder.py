@@ -116,13 +116,16 @@ class Encoder(keras.layers.Layer):
         seed = seed if training else None
         tokens = tf.cast(tokens, tf.int32)
         first = self.rnns[0]
+        # the recurrences run time-major, (24, B, ...): a step is a contiguous block (see gru.recurrence)
         if seed is None or self.dropout <= 0.0:
             # embedding followed by the input kernel = a lookup in the projected table
-            x_proj = [lookup(table, tokens) for table in first.project(self.embedding.embeddings)]
+            ids = tf.transpose(tokens)
+            x_proj = [lookup(table, ids) for table in first.project(self.embedding.embeddings)]
         else:
-            x_proj = first.project(stateless_dropout(self.embedding(tokens), self.dropout, seed, salt=1))
-        x = first.call_projected(x_proj)
+            emb = stateless_dropout(self.embedding(tokens), self.dropout, seed, salt=1)
+            x_proj = first.project(tf.transpose(emb, [1, 0, 2]))
+        x = first.call_projected(x_proj, time_major=True)
         for i, rnn in enumerate(self.rnns[1:]):
             x = stateless_dropout(x, self.dropout, seed, salt=i + 2)
-            x = rnn.call_projected(rnn.project(x))
+            x = rnn.call_projected(rnn.project(x), time_major=True)
         return self.mean_head(x), self.log_var_head(x)

@@ -90,43 +90,53 @@ def _gates(x_proj, h_proj, h):
     return _gate_values(x_proj, h_proj, h)[0]
 
 
-def recurrence(x_proj, h0, kernel, bias, reverse: bool = False, dtype: str = "float32"):
+def recurrence(x_proj, h0, kernel, bias, reverse: bool = False, dtype: str = "float32",
+               time_major: bool = False, zero_start: bool = False):
     """The unrolled GRU recurrence over a projected sequence, with a hand-written backward pass.
 
-    ``x_proj`` (B, T, 3H) is the projected input, ``h0`` (B, H) the initial
-    state, ``kernel`` (H, 3H) and ``bias`` (3H,) the recurrent weights as
-    product operands (``GRU.recurrent_operands``).  With ``reverse`` the
-    sequence is read from its last step to its first, and the outputs stay in
-    input order (a backward direction without reversing copies).  Returns
-    (outputs (B, T, H), last state (B, H)).
+    ``x_proj`` (B, T, 3H), or (T, B, 3H) with ``time_major``, is the projected
+    input, ``h0`` (B, H) the initial state, ``kernel`` (H, 3H) and ``bias``
+    (3H,) the recurrent weights as product operands
+    (``GRU.recurrent_operands``).  With ``reverse`` the sequence is read from
+    its last step to its first, and the outputs stay in input order (a
+    backward direction without reversing copies).  ``zero_start`` promises
+    that ``h0`` is zeros: the gradient then skips the products that only
+    serve ``h0``.  Returns (outputs (B, T, H) or (T, B, H), last state (B, H)).
 
     The forward pass is exactly ``GRU.step`` repeated.  The backward pass is
     back-propagation through time written out: per step, the gate gradients
     from the saved gate values (``SigmoidGrad``/``TanhGrad``) and one product
     with the transposed kernel for the previous state; after the loop, the
-    kernel's gradient as **one** product over all steps at once
-    (``(T*B, H)^T @ (T*B, 3H)``) and the bias's as one sum.  Automatic
-    differentiation of the unrolled loop makes T small products and T
-    broadcast sums, accumulated pairwise, which is slower to run and twice as
-    many graph operations to trace (BUILD_NOTES "Model and training").
+    kernel's gradient as **one** product over all steps at once (the outputs,
+    shifted by a step, ``(T*B, H)^T @ (T*B, 3H)``) and the bias's as one sum.
+    Automatic differentiation of the unrolled loop makes T small products and
+    T broadcast sums, accumulated pairwise, which is slower to run and twice
+    as many graph operations to trace (BUILD_NOTES "Model and training").
+
+    Time-major sequences cost no copies at the loop's edges: a step's slice,
+    the stacked outputs and the stacked input gradients are contiguous blocks
+    (TensorFlow slices and unstacks the first axis in place).  Batch-major
+    ones are transposed once on the way in and out.
     """
+    axis = 0 if time_major else 1
 
     @tf.custom_gradient
     def run(x_proj, h0, kernel, bias):
-        steps = x_proj.shape[1]
-        parts = list(zip(*[tf.unstack(part, axis=1, num=steps) for part in tf.split(x_proj, 3, axis=-1)]))
+        steps = x_proj.shape[axis]
+        xs = tf.unstack(x_proj, axis=axis, num=steps)
         order = list(range(steps - 1, -1, -1)) if reverse else list(range(steps))
         h, outputs, saved = h0, [None] * steps, []
         one, last_axis = tf.constant(1.0, h0.dtype), tf.constant(-1)  # shared by every step
         for t in order:
-            h_new, z, r, candidate, hh = _gate_values(parts[t], matmul(h, kernel, dtype) + bias, h, one, last_axis)
+            h_new, z, r, candidate, hh = _gate_values(xs[t], matmul(h, kernel, dtype) + bias, h, one, last_axis)
             saved.append((t, h, z, r, candidate, hh))
             outputs[t] = h = h_new
+        stacked = tf.stack(outputs, axis=0)  # (T, B, H): the states the kernel's gradient pairs with
 
         def grad(d_outputs, d_last):
-            d_steps = tf.unstack(d_outputs, axis=1, num=steps) if d_outputs is not None else [None] * steps
+            d_steps = tf.unstack(d_outputs, axis=axis, num=steps) if d_outputs is not None else [None] * steps
             carry = d_last
-            d_gates, prev_states, d_inputs = [], [], [None] * steps
+            d_gates, d_inputs = [None] * steps, [None] * steps
             for t, h_prev, z, r, candidate, hh in reversed(saved):
                 d_h = carry if d_steps[t] is None else (d_steps[t] if carry is None else carry + d_steps[t])
                 if d_h is None:
@@ -135,17 +145,29 @@ def recurrence(x_proj, h0, kernel, bias, reverse: bool = False, dtype: str = "fl
                 d_cand = tf.raw_ops.TanhGrad(y=candidate, dy=d_h - d_keep)  # through (1 - z) * candidate
                 d_z = tf.raw_ops.SigmoidGrad(y=z, dy=d_h * (h_prev - candidate))
                 d_r = tf.raw_ops.SigmoidGrad(y=r, dy=d_cand * hh)
-                d_gate = tf.concat([d_z, d_r, d_cand * r], axis=last_axis)  # w.r.t. h_prev @ U + b
-                d_inputs[t] = tf.concat([d_z, d_r, d_cand], axis=last_axis)  # w.r.t. x_proj[:, t]
-                d_gates.append(d_gate)
-                prev_states.append(h_prev)
-                carry = d_keep + matmul(d_gate, kernel, dtype, transpose_b=True)
-            all_gates = tf.concat(d_gates, axis=0)  # (T*B, 3H), in the order the steps were undone
-            d_kernel = matmul(tf.concat(prev_states, axis=0), all_gates, dtype, transpose_a=True)
-            d_bias = tf.reduce_sum(all_gates, axis=0)
-            return (tf.stack(d_inputs, axis=1), carry, tf.cast(d_kernel, kernel.dtype), tf.cast(d_bias, bias.dtype))
+                d_gates[t] = tf.concat([d_z, d_r, d_cand * r], axis=last_axis)  # w.r.t. h_prev @ U + b
+                d_inputs[t] = tf.concat([d_z, d_r, d_cand], axis=last_axis)  # w.r.t. x_proj[t]
+                if zero_start and t == order[0]:
+                    carry = tf.zeros_like(h_prev)  # h0 is a constant: its gradient is not needed
+                else:
+                    carry = d_keep + matmul(d_gates[t], kernel, dtype, transpose_b=True)
+            # kernel: step t's previous state is the output of the step read before it (h0 for the first)
+            rows = tf.shape(h0)[0]
+            gates = tf.reshape(tf.stack(d_gates, axis=0), [-1, kernel.shape[-1]])  # (T*B, 3H), time order
+            states = tf.reshape(stacked, [-1, h0.shape[-1]])
+            cut = (steps - 1) * rows
+            if reverse:  # step t follows step t + 1
+                d_kernel = matmul(states[rows:], gates[:cut], dtype, transpose_a=True)
+            else:
+                d_kernel = matmul(states[:cut], gates[rows:], dtype, transpose_a=True)
+            if not zero_start:
+                first = order[0]
+                d_kernel += matmul(h0, d_gates[first], dtype, transpose_a=True)
+            d_bias = tf.reduce_sum(gates, axis=0)
+            return (tf.stack(d_inputs, axis=axis), carry, tf.cast(d_kernel, kernel.dtype), tf.cast(d_bias, bias.dtype))
 
-        return (tf.stack(outputs, axis=1), h), grad
+        seq = stacked if time_major else tf.transpose(stacked, [1, 0, 2])
+        return (seq, h), grad
 
     return run(x_proj, h0, kernel, bias)
 
@@ -209,42 +231,46 @@ class GRU(keras.layers.Layer):
         """One step from the projected input and the already projected state ``h @ U + b`` (see ``step``)."""
         return _gates(x_proj_t, h_proj, h)
 
-    def run(self, x_proj, h0=None, reverse: bool = False) -> Tuple[tf.Tensor, tf.Tensor]:
+    def run(self, x_proj, h0=None, reverse: bool = False, time_major: bool = False) -> Tuple[tf.Tensor, tf.Tensor]:
         """Recurrence over a projected sequence (B, T, 3H) -> (outputs (B, T, H), last state).
 
-        With ``reverse`` the sequence is read from its last step to its first
-        (outputs stay in input order; the last state is the one after step 0).
+        With ``time_major`` the sequence and the outputs are (T, B, ...), which
+        is what a stack of recurrences should pass between its layers (no
+        copies at the loop's edges, see ``recurrence``).  With ``reverse`` the
+        sequence is read from its last step to its first (outputs stay in
+        input order; the last state is the one after step 0).
 
         With ``chains > 1`` the batch is cut into that many independent
         recurrences.  The arithmetic is the same, but XLA on CPU runs each
         chain of small matrix products on one thread, so independent chains
         are what lets a step use several cores.
         """
-        if h0 is None:
-            h0 = tf.zeros([tf.shape(x_proj)[0], self.units], x_proj.dtype)
+        batch_axis = 1 if time_major else 0
+        zero_start = h0 is None
+        if zero_start:
+            h0 = tf.zeros([tf.shape(x_proj)[batch_axis], self.units], x_proj.dtype)
         if self.chains == 1:
-            return self._run_chain(x_proj, h0, reverse)
-        n = tf.shape(x_proj)[0]
+            return self._run_chain(x_proj, h0, reverse, time_major, zero_start)
+        n = tf.shape(x_proj)[batch_axis]
         sizes = tf.stack([(n + self.chains - 1 - i) // self.chains for i in range(self.chains)])
         parts = [
-            self._run_chain(x, h, reverse)
+            self._run_chain(x, h, reverse, time_major, zero_start)
             for x, h in zip(
-                tf.split(x_proj, sizes, axis=0, num=self.chains), tf.split(h0, sizes, axis=0, num=self.chains)
+                tf.split(x_proj, sizes, axis=batch_axis, num=self.chains),
+                tf.split(h0, sizes, axis=0, num=self.chains),
             )
         ]
-        return tf.concat([p[0] for p in parts], axis=0), tf.concat([p[1] for p in parts], axis=0)
+        return tf.concat([p[0] for p in parts], axis=batch_axis), tf.concat([p[1] for p in parts], axis=0)
 
-    def _run_chain(self, x_proj, h, reverse: bool = False):
+    def _run_chain(self, x_proj, h, reverse: bool = False, time_major: bool = False, zero_start: bool = False):
         operands = self.recurrent_operands()
         if not self.unroll:  # a loop op: ~20% slower steps, but compiles in a fraction of the time
-            if reverse:
-                x_proj = tf.reverse(x_proj, axis=[1])
-            states = tf.scan(
-                lambda prev, x_t: self.step(x_t, prev, operands), tf.transpose(x_proj, [1, 0, 2]), initializer=h
-            )
-            outputs = tf.transpose(states, [1, 0, 2])
-            return (tf.reverse(outputs, axis=[1]) if reverse else outputs), states[-1]
-        return recurrence(x_proj, h, *operands, reverse=reverse, dtype=self.matmul_dtype)
+            seq = x_proj if time_major else tf.transpose(x_proj, [1, 0, 2])
+            states = tf.scan(lambda prev, x_t: self.step(x_t, prev, operands), seq, initializer=h, reverse=reverse)
+            last = states[0] if reverse else states[-1]
+            return (states if time_major else tf.transpose(states, [1, 0, 2])), last
+        return recurrence(x_proj, h, *operands, reverse=reverse, dtype=self.matmul_dtype,
+                          time_major=time_major, zero_start=zero_start)
 
     def call(self, x, initial_state=None):
         """x (B, T, in) -> outputs (B, T, H)."""
@@ -280,10 +306,13 @@ class BiGRU(keras.layers.Layer):
         """(..., in) -> [forward (..., 3H), backward (..., 3H)] input projections."""
         return [self.forward.project(x), self.backward.project(x)]
 
-    def call_projected(self, x_proj: List[tf.Tensor]):
-        """[forward, backward] projected inputs (B, T, 3H) each -> outputs (see class docstring)."""
-        fwd_seq, fwd_last = self.forward.run(x_proj[0])
-        bwd_seq, bwd_last = self.backward.run(x_proj[1], reverse=True)
+    def call_projected(self, x_proj: List[tf.Tensor], time_major: bool = False):
+        """[forward, backward] projected inputs (B, T, 3H) each -> outputs (see class docstring).
+
+        With ``time_major`` the inputs and the returned sequence are (T, B, ...).
+        """
+        fwd_seq, fwd_last = self.forward.run(x_proj[0], time_major=time_major)
+        bwd_seq, bwd_last = self.backward.run(x_proj[1], reverse=True, time_major=time_major)
         if not self.return_sequences:
             return tf.concat([fwd_last, bwd_last], axis=-1)
         return tf.concat([fwd_seq, bwd_seq], axis=-1)
