@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from music_attr_vae import compile_cache
+from music_attr_vae import compile_cache, lean_import
 
 SUBCOMMANDS = {
     "prepare": "turn ABC / MIDI / folk-rnn tunes into TFRecord measure shards",
@@ -39,6 +39,7 @@ def main(argv=None) -> int:
         print(f"music-attr-vae: unknown subcommand {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     compile_cache.enable()  # before the subcommand imports TensorFlow
+    lean_import.install()  # TensorFlow without the optional libraries Keras would load (2-3 s)
     module = importlib.import_module(f"music_attr_vae.commands.{name}")
     from absl import app, flags
 

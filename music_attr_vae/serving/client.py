@@ -8,7 +8,9 @@ for any other client of the export.  The commands (generate, edit, evaluate
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 
 import numpy as np
@@ -16,6 +18,33 @@ import numpy as np
 from music_attr_vae.data.codec import MeasureCodec
 from music_attr_vae.serving.export import read_metadata
 from music_attr_vae.serving.limits import LIMITS
+
+
+_NO_GRADIENT_WARNING = "with ops with unsaved custom gradients"
+
+
+class _DropNoGradientWarnings(logging.Filter):
+    def filter(self, record):
+        return _NO_GRADIENT_WARNING not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_gradient_warnings():
+    """Loading drops TensorFlow's warning, one per function, that the export has no custom gradients.
+
+    The export leaves them out on purpose (``export.py``: serving takes no
+    gradients, and they would double ``saved_model.pb``), so the warning only
+    alarms a user.
+    """
+    loggers = [logging.getLogger(name) for name in ("absl", "tensorflow")]  # TF logs it through absl
+    quiet = _DropNoGradientWarnings()
+    for logger in loggers:
+        logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(quiet)
 
 
 class ServedModel:
@@ -45,7 +74,8 @@ class ServedModel:
         if self._module is None:
             import tensorflow as tf
 
-            module = tf.saved_model.load(self.path)
+            with _without_gradient_warnings():
+                module = tf.saved_model.load(self.path)
             if not hasattr(module, "metadata"):
                 raise ValueError(f"{self.path!r} is a SavedModel but not a music-attr-vae export (no metadata())")
             self._module = module

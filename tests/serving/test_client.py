@@ -44,3 +44,19 @@ def test_reference_measures_encode_and_teacher_forcing(served):
     same = np.all(served.decode(z_mean) == tokens[:32], axis=1)
     if same.any():
         assert accuracy[same].mean() > 0.5
+
+
+def test_loading_says_nothing_about_the_gradients_left_out(tmp_path, caplog):
+    # unrolled GRUs carry a custom gradient, which the export leaves out on purpose (serving takes no
+    # gradients); TensorFlow warns once per function on load unless the client filters it
+    from music_attr_vae.configs_loader import load_config
+    from music_attr_vae.model.vae import build_model
+    from music_attr_vae.serving import export
+
+    config = load_config("quick", {"model.unroll": True})
+    path = export.export_saved_model(build_model(config), config, str(tmp_path / "saved_model"), jit_compile=False)
+    fresh = client.ServedModel(path)
+    with caplog.at_level("WARNING"):
+        fresh.module
+    assert fresh.z_dim == config.model.z_dim
+    assert not [r for r in caplog.records if "custom gradients" in r.getMessage()]

@@ -1,0 +1,77 @@
+"""lean_import: TensorFlow imported by the CLI leaves out what Keras would load only because it is installed."""
+
+import subprocess
+import sys
+
+import pytest
+
+from music_attr_vae import lean_import
+
+PROGRAM = """
+import sys
+{setup}
+import tensorflow as tf
+import keras
+print("during", sorted(name for name in {optional!r} if sys.modules.get(name) is not None))
+print("sentinels", sorted(name for name in {optional!r} if name in sys.modules and sys.modules[name] is None))
+print("loader", type(tf.__spec__.loader).__name__)
+import sklearn.metrics, matplotlib.figure, pandas
+print("after", sklearn.metrics.r2_score([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]), pandas.DataFrame({{"a": [1]}}).shape)
+"""
+
+
+def _run(setup: str) -> dict:
+    code = PROGRAM.format(setup=setup, optional=lean_import.OPTIONAL)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in proc.stdout.splitlines() if " " in line}
+
+
+@pytest.fixture(scope="module")
+def installed():
+    return _run("from music_attr_vae import lean_import\nlean_import.install()")
+
+
+def test_plain_import_loads_the_optional_libraries():
+    # the reason for the module: without it, importing TensorFlow imports them (they are installed here)
+    out = _run("")
+    assert out["during"] == str(sorted(lean_import.OPTIONAL))
+
+
+def test_install_keeps_them_out_and_leaves_no_trace(installed):
+    assert installed["during"] == "[]"
+    assert installed["sentinels"] == "[]"  # the blocking entries are gone once TensorFlow is imported
+    assert installed["loader"] == "SourceFileLoader"  # the module keeps its real loader
+
+
+def test_they_import_normally_afterwards(installed):
+    assert installed["after"] == "1.0 (1, 1)"
+
+
+def test_install_is_a_no_op_once_tensorflow_is_imported():
+    import tensorflow  # noqa: F401 - the test process has it already, or imports it now
+
+    before = list(sys.meta_path)
+    lean_import.install()
+    assert sys.meta_path == before
+
+
+CLI_PROGRAM = """
+import importlib, sys
+from music_attr_vae import cli
+real = importlib.import_module
+def import_module(name):  # TensorFlow first, as a subcommand module would import it
+    import tensorflow
+    return real(name)
+cli.importlib.import_module = import_module
+cli.main(["music-attr-vae", "evaluate", "--help"])
+print("loaded", sorted(name for name in {optional!r} if sys.modules.get(name) is not None))
+"""
+
+
+def test_the_cli_installs_it_before_a_subcommand_imports_tensorflow():
+    code = CLI_PROGRAM.format(optional=lean_import.OPTIONAL)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "usage: music-attr-vae evaluate" in proc.stdout
+    assert proc.stdout.splitlines()[-1] == "loaded []"
