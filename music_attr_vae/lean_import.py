@@ -7,10 +7,11 @@ IPython (a notebook file editor).  None of that is used by a command here,
 and on a 2-core machine it is 2-2.5 s of every ``music-attr-vae`` command's
 start (``python -X importtime``; BUILD_NOTES "Performance").
 
-:func:`install` arranges that while ``tensorflow`` itself is being imported
-those four are unimportable (a ``None`` entry in ``sys.modules``, which is
+:func:`install` arranges that while ``tensorflow`` or ``keras``, whichever
+is imported first (each imports the other), is being imported those four are
+unimportable (a ``None`` entry in ``sys.modules``, which is
 how Python spells "not installed"; Keras guards each of these imports and
-goes without).  When TensorFlow's import ends the entries are removed, so a
+goes without).  When that import ends the entries are removed, so a
 later ``import sklearn`` or ``import matplotlib`` (the evaluation metrics and
 figures, note_seq) works as usual.  What stays degraded is only those Keras
 integrations, in this process.  Library users who import the package
@@ -24,14 +25,14 @@ import importlib.util
 import sys
 
 OPTIONAL = ("sklearn", "matplotlib", "pandas", "IPython")
-TARGET = "tensorflow"
+TARGETS = ("tensorflow", "keras")  # whichever comes first imports the other inside it
 
 
 class _LeanFinder(importlib.abc.MetaPathFinder):
-    """Finds ``tensorflow`` as Python would, and runs its import with ``OPTIONAL`` blocked."""
+    """Finds ``tensorflow`` or ``keras`` as Python would, and runs its import with ``OPTIONAL`` blocked."""
 
     def find_spec(self, name, path=None, target=None):
-        if name != TARGET:
+        if name not in TARGETS:
             return None
         uninstall()  # once: the real finders answer from here on (and below)
         spec = importlib.util.find_spec(name)
@@ -67,8 +68,8 @@ _finder = _LeanFinder()
 
 
 def install() -> None:
-    """Make the next ``import tensorflow`` lean (a no-op once TensorFlow is imported)."""
-    if TARGET not in sys.modules and _finder not in sys.meta_path:
+    """Make the next ``import tensorflow`` or ``import keras`` lean (a no-op once either is imported)."""
+    if not any(name in sys.modules for name in TARGETS) and _finder not in sys.meta_path:
         sys.meta_path.insert(0, _finder)
 
 

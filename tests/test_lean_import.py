@@ -10,6 +10,7 @@ from music_attr_vae import lean_import
 PROGRAM = """
 import sys
 {setup}
+import {first}
 import tensorflow as tf
 import keras
 print("during", sorted(name for name in {optional!r} if sys.modules.get(name) is not None))
@@ -20,16 +21,17 @@ print("after", sklearn.metrics.r2_score([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]), panda
 """
 
 
-def _run(setup: str) -> dict:
-    code = PROGRAM.format(setup=setup, optional=lean_import.OPTIONAL)
+def _run(setup: str, first: str = "tensorflow") -> dict:
+    code = PROGRAM.format(setup=setup, first=first, optional=lean_import.OPTIONAL)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in proc.stdout.splitlines() if " " in line}
 
 
-@pytest.fixture(scope="module")
-def installed():
-    return _run("from music_attr_vae import lean_import\nlean_import.install()")
+@pytest.fixture(scope="module", params=["tensorflow", "keras"])
+def installed(request):
+    # each imports the other: whichever the program imports first, the window covers both
+    return _run("from music_attr_vae import lean_import\nlean_import.install()", first=request.param)
 
 
 def test_plain_import_loads_the_optional_libraries():
@@ -60,8 +62,8 @@ CLI_PROGRAM = """
 import importlib, sys
 from music_attr_vae import cli
 real = importlib.import_module
-def import_module(name):  # TensorFlow first, as a subcommand module would import it
-    import tensorflow
+def import_module(name):  # Keras first, as `train` does when its config file loads the model modules
+    import keras
     return real(name)
 cli.importlib.import_module = import_module
 cli.main(["music-attr-vae", "evaluate", "--help"])
