@@ -4,8 +4,8 @@
 import time and only because they are installed, scikit-learn (its estimator
 wrappers), Matplotlib (an image-gallery plot), pandas (DataFrame inputs) and
 IPython (a notebook file editor).  None of that is used by a command here,
-and on a 2-core machine it is 2-2.5 s of every ``music-attr-vae`` command's
-start (``python -X importtime``; BUILD_NOTES "Performance").
+and on a 2-core machine it is 2.5-3.5 s of every ``music-attr-vae`` command's
+start (``python -X importtime``; BUILD_NOTES "Results, 0.9.0").
 
 :func:`install` arranges that while ``tensorflow`` or ``keras``, whichever
 is imported first (each imports the other), is being imported those four are

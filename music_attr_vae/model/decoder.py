@@ -242,7 +242,7 @@ class HierarchicalDecoder(keras.layers.Layer):
         products: 3 per tick become 2 for two layers.
         """
         batch = tf.shape(z)[0]
-        beats = self.beat_vectors(z)
+        beats = self._beat_sequence(z)  # (4, B, hidden): a beat's vectors are a contiguous slice
         table = self._token_table()
         _, beat_kernel = self._split_tick_kernel()
         hold_at_start = self._start_mask()[0][None]
@@ -256,7 +256,7 @@ class HierarchicalDecoder(keras.layers.Layer):
         token_in = lookup(table, tf.fill([batch], self.start))
         outputs, out_logits = [], []
         for b in range(self.codec.beats_per_measure):
-            beat = beats[:, b]
+            beat = beats[b]
             beat_proj = tf.matmul(beat, beat_kernel)
             states = _split_states(self.tick_init(beat), self.num_layers)
             # the recurrent terms of the beat's first tick, for the layers whose later ones are fused

@@ -79,7 +79,7 @@ def _gate_values(x_proj, h_proj, h, last_axis=-1):
     state ``z*h + (1-z)*candidate`` is computed as ``candidate + z*(h -
     candidate)``: the same value in one operation fewer per step.
     """
-    xz, xr, xh = x_proj if isinstance(x_proj, (tuple, list)) else tf.split(x_proj, 3, axis=last_axis)
+    xz, xr, xh = tf.split(x_proj, 3, axis=last_axis)
     hz, hr, hh = tf.split(h_proj, 3, axis=last_axis)
     z = tf.sigmoid(xz + hz)
     r = tf.sigmoid(xr + hr)
@@ -88,7 +88,7 @@ def _gate_values(x_proj, h_proj, h, last_axis=-1):
 
 
 def _gates(x_proj, h_proj, h):
-    """One GRU update from the projected input (B, 3H), or its three gate parts, and the projected state."""
+    """One GRU update from the projected input (B, 3H) and the projected state."""
     return _gate_values(x_proj, h_proj, h)[0]
 
 
@@ -222,7 +222,7 @@ class GRU(keras.layers.Layer):
         return matmul(x, kernel, self.matmul_dtype) + bias
 
     def step(self, x_proj_t, h, operands=None):
-        """One step: projected input (B, 3H) or its gate parts, state (B, H) -> new state (B, H).
+        """One step: projected input (B, 3H), state (B, H) -> new state (B, H).
 
         ``operands`` is ``recurrent_operands()``, hoisted by callers that loop.
         """
