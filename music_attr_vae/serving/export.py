@@ -64,7 +64,9 @@ Speed: every signature (``serving/signatures.py``) calls one shared decoder func
 24-step graph in the SavedModel, so it loads in about 2 s; each module attribute is the very concrete
 function of its signature, so no function is stored twice), compiled with XLA
 for the batch sizes of ``DECODE_BUCKETS`` unless exported with
-``jit_compile=False``; see ``bench/bench_serving.py``.
+``jit_compile=False``.  Requests of at most ``PLAIN_MAX_ROWS`` (8) measures run
+it as a plain graph, which spares a one-shot command XLA's first-call cost; see
+``bench/bench_serving.py``.
 """
 
 from __future__ import annotations

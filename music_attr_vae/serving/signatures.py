@@ -38,6 +38,8 @@ SIGNATURE_NAMES = (
 # largest, so a process compiles at most len(DECODE_BUCKETS) programs instead of
 # one per batch size (each compile takes seconds).
 DECODE_BUCKETS = (8, 64, 256)
+# Requests of at most this many measures skip XLA (see ``model_calls``).
+PLAIN_MAX_ROWS = 8
 
 
 def _interp(x, xp, fp):
@@ -190,18 +192,34 @@ def model_calls(model, specs: Specs, z_dim: int, jit_compile: bool):
 
     Every signature calls these, so the SavedModel holds a single copy of the
     24-step decoder graph, which keeps it small and quick to load.
+
+    With ``jit_compile``, requests of more than ``PLAIN_MAX_ROWS`` measures run
+    that graph compiled by XLA (``decode_xla`` calls it; bucketed, see
+    ``_bucketed_decode``) and smaller ones run it as a plain graph.  XLA's first
+    call in a process costs 1-2 s even when the persistent cache holds the
+    program (TensorFlow lowers the graph to HLO to find the cache key), which is
+    most of what a one-shot ``generate`` or ``edit`` asks of the decoder; for a
+    few measures the plain graph is about as fast (BUILD_NOTES "Results, 0.10.0").
     """
     import tensorflow as tf
 
-    @tf.function(input_signature=[specs.z, specs.temperature, specs.seed], autograph=False,
-                 jit_compile=jit_compile or None)
+    @tf.function(input_signature=[specs.z, specs.temperature, specs.seed], autograph=False)
     def decode_core(z, temperature, seed):
         return tf.cast(model.decode(z, temperature=temperature, seed=seed), tf.int32)
+
+    @tf.function(input_signature=[specs.z, specs.temperature, specs.seed], autograph=False, jit_compile=True)
+    def decode_xla(z, temperature, seed):
+        return decode_core(z, temperature, seed)
 
     def model_decode(z, temperature, seed):
         if not jit_compile:
             return decode_core(z, temperature, seed)
-        return _bucketed_decode(decode_core, z, temperature, seed, z_dim, model.codec.ticks_per_measure)
+        ticks = model.codec.ticks_per_measure
+        return tf.cond(
+            tf.shape(z)[0] <= PLAIN_MAX_ROWS,
+            lambda: decode_core(z, temperature, seed),
+            lambda: _bucketed_decode(decode_xla, z, temperature, seed, z_dim, ticks),
+        )
 
     @tf.function(input_signature=[specs.tokens], autograph=False)
     def model_encode(tokens):
@@ -337,8 +355,9 @@ def build_serving_module(
 
     With ``jit_compile`` the free-running decoder (the 24-step loop that
     dominates every signature's time) is compiled with XLA as one cluster, for
-    the batch sizes of ``DECODE_BUCKETS``; the input checks stay outside it,
-    because XLA cannot run assertions.
+    the batch sizes of ``DECODE_BUCKETS``, for requests of more than
+    ``PLAIN_MAX_ROWS`` measures (see ``model_calls``); the input checks stay
+    outside it, because XLA cannot run assertions.
     """
     import tensorflow as tf
 

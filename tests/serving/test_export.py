@@ -211,3 +211,47 @@ def test_every_function_is_stored_once(saved_model_dir):
     assert copies["__inference_decode_core"] == 1 and copies["__inference_model_encode"] == 1
     assert max(copies.values()) == 1, sorted(n for n, c in copies.items() if c > 1)
     assert set(proto.meta_graphs[0].signature_def) >= set(SIGNATURE_NAMES)
+
+
+SMALL_AND_LARGE_PROGRAM = """
+import json, os, sys
+import numpy as np
+import tensorflow as tf
+cache = sys.argv[2]
+def entries():
+    return len(os.listdir(cache))
+m = tf.saved_model.load(sys.argv[1])
+z_dim = json.loads(m.metadata()["json"].numpy())["z_dim"]
+z = tf.constant(np.random.default_rng(3).standard_normal((12, z_dim)).astype(np.float32))
+out = {}
+for name, t in (("greedy", 0.0), ("sampled", 1.0)):
+    out[name + "_small"] = m.decode(z[:8], tf.constant(t), tf.constant(5, tf.int32))["tokens"].numpy().tolist()
+    out[name + "_one"] = m.decode(z[:1], tf.constant(t), tf.constant(5, tf.int32))["tokens"].numpy().tolist()
+out["entries_after_small"] = entries()
+for name, t in (("greedy", 0.0), ("sampled", 1.0)):
+    out[name + "_large"] = m.decode(z, tf.constant(t), tf.constant(5, tf.int32))["tokens"].numpy().tolist()
+out["entries_after_large"] = entries()
+print(json.dumps(out))
+"""
+
+
+def test_small_requests_skip_xla_and_decode_what_xla_decodes(saved_model_dir, tmp_path):
+    """At most PLAIN_MAX_ROWS measures run the plain graph: no XLA program is built (the persistent cache
+    stays empty), and the measures are the ones the XLA-compiled decoder gives for the same rows."""
+    from music_attr_vae.serving.signatures import PLAIN_MAX_ROWS
+
+    assert PLAIN_MAX_ROWS == 8
+    cache = tmp_path / "xla"
+    cache.mkdir()
+    env = dict(os.environ, TF_XLA_FLAGS=f"--tf_xla_persistent_cache_directory={cache}")
+    proc = subprocess.run([sys.executable, "-c", SMALL_AND_LARGE_PROGRAM, str(saved_model_dir), str(cache)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["entries_after_small"] == 0  # nothing was compiled for 8 measures or fewer
+    assert out["entries_after_large"] >= 1  # 12 measures ran the XLA program
+    for name in ("greedy", "sampled"):
+        large = np.array(out[name + "_large"])
+        np.testing.assert_array_equal(np.array(out[name + "_small"]), large[:8])
+        np.testing.assert_array_equal(np.array(out[name + "_one"]), large[:1])
+    assert not np.array_equal(np.array(out["greedy_large"]), np.array(out["sampled_large"]))
