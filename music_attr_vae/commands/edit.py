@@ -49,7 +49,7 @@ def main(argv) -> int:
         if not getattr(FLAGS, name):
             return _fail(f"--{name} is required")
     from music_attr_vae.serving import editing
-    from music_attr_vae.serving.client import ServedModel
+    from music_attr_vae.serving.client import ServedModel, answer_once
     from music_attr_vae.serving.limits import MAX_BATCH
 
     try:
@@ -59,6 +59,7 @@ def main(argv) -> int:
             raise editing.EditError(f"--tune={FLAGS.tune}: {len(tune.tokens)} bars is more than MAX_BATCH = "
                                     f"{MAX_BATCH}, the most measures one request may encode")
         rows = editing.parse_measures(FLAGS.measures, tune)
+        answer_once()
         try:
             served = ServedModel(FLAGS.saved_model)
         except (FileNotFoundError, ValueError) as e:

@@ -56,12 +56,13 @@ def main(argv) -> int:
         if not getattr(FLAGS, name):
             return _fail(f"--{name} is required")
     from music_attr_vae.serving import editing, generate
-    from music_attr_vae.serving.client import ServedModel
+    from music_attr_vae.serving.client import ServedModel, answer_once
 
     try:
         editing.check_out(FLAGS.out, list(generate.OUTPUT_FILES.values()), generate.MANIFEST)
     except editing.EditError as e:
         return _fail(str(e))
+    answer_once()
     try:
         served = ServedModel(FLAGS.saved_model)
     except (FileNotFoundError, ValueError) as e:

@@ -47,6 +47,22 @@ def _without_gradient_warnings():
             logger.removeFilter(quiet)
 
 
+def answer_once() -> None:
+    """Set this process up to answer one request and exit, as ``generate`` and ``edit`` do.
+
+    TensorFlow's graph optimiser (grappler) is turned off, for the whole
+    process.  It rewrites a SavedModel function before its first call: for a
+    paper-size export that is about 0.9 s of a first 8-step traversal's
+    1.3-1.4 s, and the traversals after it run as fast without it (a few
+    measures are a few small products per tick, and larger requests run XLA
+    programs, which grappler does not touch; BUILD_NOTES "Results, 0.10.0").
+    A notebook, which answers many requests, keeps the default.
+    """
+    import tensorflow as tf
+
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+
+
 class ServedModel:
     """NumPy-in, NumPy-out client of an exported SavedModel (what the CLI commands use).
 

@@ -60,3 +60,38 @@ def test_loading_says_nothing_about_the_gradients_left_out(tmp_path, caplog):
         fresh.module
     assert fresh.z_dim == config.model.z_dim
     assert not [r for r in caplog.records if "custom gradients" in r.getMessage()]
+
+
+ONE_ANSWER_PROGRAM = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+from music_attr_vae.serving import client
+if sys.argv[2] == "once":
+    client.answer_once()
+served = client.ServedModel(sys.argv[1])
+name = next(iter(served.maps))
+tokens, _ = served.reference_measures()
+z = served.encode(tokens[:3])
+small = served.traverse_z(z[:1], name, served.traversal_values(name, 8), temperature=1.0, seed=4)[0]
+large = served.decode(np.repeat(z, 5, axis=0), temperature=0.0)  # 15 measures: the XLA program
+print(json.dumps({"grappler_off": tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False),
+                  "small": np.asarray(small).tolist(), "large": large.tolist()}))
+"""
+
+
+def test_answer_once_turns_the_graph_optimiser_off_and_answers_the_same(quick_workdir):
+    import json
+    import subprocess
+    import sys
+
+    out = {}
+    for mode in ("default", "once"):
+        proc = subprocess.run([sys.executable, "-c", ONE_ANSWER_PROGRAM, str(quick_workdir / "saved_model"), mode],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["default"]["grappler_off"] is False and out["once"]["grappler_off"] is True
+    assert out["once"]["small"] == out["default"]["small"]
+    assert out["once"]["large"] == out["default"]["large"]
+    CODEC.check_tokens(np.array(out["once"]["large"]))
