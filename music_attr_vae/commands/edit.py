@@ -59,9 +59,9 @@ def main(argv) -> int:
             raise editing.EditError(f"--tune={FLAGS.tune}: {len(tune.tokens)} bars is more than MAX_BATCH = "
                                     f"{MAX_BATCH}, the most measures one request may encode")
         rows = editing.parse_measures(FLAGS.measures, tune)
-        answer_once()
         try:
             served = ServedModel(FLAGS.saved_model)
+            answer_once(served)
         except (FileNotFoundError, ValueError) as e:
             raise editing.EditError(f"--saved_model={FLAGS.saved_model}: {e}") from e
         settings = editing.parse_settings(FLAGS.set, list(served.maps))

@@ -62,9 +62,9 @@ def main(argv) -> int:
         editing.check_out(FLAGS.out, list(generate.OUTPUT_FILES.values()), generate.MANIFEST)
     except editing.EditError as e:
         return _fail(str(e))
-    answer_once()
     try:
         served = ServedModel(FLAGS.saved_model)
+        answer_once(served)
     except (FileNotFoundError, ValueError) as e:
         return _fail(f"--saved_model={FLAGS.saved_model}: {e}")
     request = generate.Request(

@@ -47,20 +47,31 @@ def _without_gradient_warnings():
             logger.removeFilter(quiet)
 
 
-def answer_once() -> None:
-    """Set this process up to answer one request and exit, as ``generate`` and ``edit`` do.
+def answer_once(served: "ServedModel") -> None:
+    """Set this process and ``served`` up to answer one request and exit, as ``generate`` and ``edit`` do.
 
-    TensorFlow's graph optimiser (grappler) is turned off, for the whole
-    process.  It rewrites a SavedModel function before its first call: for a
-    paper-size export that is about 0.9 s of a first 8-step traversal's
-    1.3-1.4 s, and the traversals after it run as fast without it (a few
-    measures are a few small products per tick, and larger requests run XLA
-    programs, which grappler does not touch; BUILD_NOTES "Results, 0.10.0").
-    A notebook, which answers many requests, keeps the default.
+    Two first-call costs are skipped, each worth it only to a process that
+    answers many requests (BUILD_NOTES "Results, 0.10.0"):
+
+    * TensorFlow's graph optimiser (grappler) is turned off, for the whole
+      process.  It rewrites a SavedModel function before its first call: about
+      0.9 s of a paper-size export's first 8-step traversal (1.3-1.4 s), and the
+      traversals after it run as fast without it.
+    * Requests of at most ``PLAIN_MAX_ROWS`` measures run the decoder without
+      XLA (``served.module.plain_max_rows``; exports before 0.10.0 lack it and
+      keep XLA).  XLA's first call costs 1-2 s even with the persistent cache;
+      later small calls are 2-5 ms faster under it.
+
+    Call it before the first request.  A notebook keeps the defaults.
     """
     import tensorflow as tf
 
+    from music_attr_vae.serving.signatures import PLAIN_MAX_ROWS
+
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    module = served.module
+    if hasattr(module, "plain_max_rows"):
+        module.plain_max_rows.assign(PLAIN_MAX_ROWS)
 
 
 class ServedModel:

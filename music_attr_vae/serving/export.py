@@ -64,8 +64,9 @@ Speed: every signature (``serving/signatures.py``) calls one shared decoder func
 24-step graph in the SavedModel, so it loads in about 2 s; each module attribute is the very concrete
 function of its signature, so no function is stored twice), compiled with XLA
 for the batch sizes of ``DECODE_BUCKETS`` unless exported with
-``jit_compile=False``.  Requests of at most ``PLAIN_MAX_ROWS`` (8) measures run
-it as a plain graph, which spares a one-shot command XLA's first-call cost; see
+``jit_compile=False``.  The module's variable ``plain_max_rows`` (0 as exported)
+is the most measures a request runs as a plain graph instead; a one-shot command
+sets it to 8 (``client.answer_once``) to spare XLA's first-call cost.  See
 ``bench/bench_serving.py``.
 """
 

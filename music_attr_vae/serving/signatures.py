@@ -38,7 +38,8 @@ SIGNATURE_NAMES = (
 # largest, so a process compiles at most len(DECODE_BUCKETS) programs instead of
 # one per batch size (each compile takes seconds).
 DECODE_BUCKETS = (8, 64, 256)
-# Requests of at most this many measures skip XLA (see ``model_calls``).
+# The most measures a request runs without XLA in a process that answers once
+# (``client.answer_once`` sets the module's ``plain_max_rows`` to it; see ``model_calls``).
 PLAIN_MAX_ROWS = 8
 
 
@@ -187,19 +188,21 @@ class GraphChecks:
             return tf.argmax(tf.cast(match, tf.int32), output_type=tf.int32)
 
 
-def model_calls(model, specs: Specs, z_dim: int, jit_compile: bool):
+def model_calls(model, specs: Specs, z_dim: int, jit_compile: bool, plain_max_rows=None):
     """(encode(tokens) -> (z_mean, z_log_var), decode(z, temperature, seed) -> tokens), traced once each.
 
     Every signature calls these, so the SavedModel holds a single copy of the
     24-step decoder graph, which keeps it small and quick to load.
 
-    With ``jit_compile``, requests of more than ``PLAIN_MAX_ROWS`` measures run
-    that graph compiled by XLA (``decode_xla`` calls it; bucketed, see
-    ``_bucketed_decode``) and smaller ones run it as a plain graph.  XLA's first
-    call in a process costs 1-2 s even when the persistent cache holds the
-    program (TensorFlow lowers the graph to HLO to find the cache key), which is
-    most of what a one-shot ``generate`` or ``edit`` asks of the decoder; for a
-    few measures the plain graph is about as fast (BUILD_NOTES "Results, 0.10.0").
+    With ``jit_compile``, requests of more than ``plain_max_rows`` measures
+    (a scalar int32 variable, 0 unless a client sets it) run that graph compiled
+    by XLA (``decode_xla`` calls it; bucketed, see ``_bucketed_decode``) and
+    smaller ones run it as a plain graph.  XLA's first call in a process costs
+    1-2 s even when the persistent cache holds the program (TensorFlow lowers the
+    graph to HLO to find the cache key), which is most of what a one-shot
+    ``generate`` or ``edit`` asks of the decoder, while later calls of a few
+    measures run faster under XLA (BUILD_NOTES "Results, 0.10.0").  So a
+    long-lived client keeps 0 and a one-shot command sets ``PLAIN_MAX_ROWS``.
     """
     import tensorflow as tf
 
@@ -216,7 +219,7 @@ def model_calls(model, specs: Specs, z_dim: int, jit_compile: bool):
             return decode_core(z, temperature, seed)
         ticks = model.codec.ticks_per_measure
         return tf.cond(
-            tf.shape(z)[0] <= PLAIN_MAX_ROWS,
+            tf.shape(z)[0] <= plain_max_rows,
             lambda: decode_core(z, temperature, seed),
             lambda: _bucketed_decode(decode_xla, z, temperature, seed, z_dim, ticks),
         )
@@ -356,20 +359,23 @@ def build_serving_module(
     With ``jit_compile`` the free-running decoder (the 24-step loop that
     dominates every signature's time) is compiled with XLA as one cluster, for
     the batch sizes of ``DECODE_BUCKETS``, for requests of more than
-    ``PLAIN_MAX_ROWS`` measures (see ``model_calls``); the input checks stay
-    outside it, because XLA cannot run assertions.
+    ``module.plain_max_rows`` measures (a variable, 0 as exported; see
+    ``model_calls``); the input checks stay outside it, because XLA cannot run
+    assertions.
     """
     import tensorflow as tf
 
     z_dim = int(config.model.z_dim)
     specs = Specs(z_dim, model.codec)
     check = GraphChecks(z_dim, maps, model.codec)
-    calls = model_calls(model, specs, z_dim, jit_compile)
+    plain_max_rows = tf.Variable(0, dtype=tf.int32, trainable=False, name="plain_max_rows")
+    calls = model_calls(model, specs, z_dim, jit_compile, plain_max_rows)
     functions = _codec_signatures(model, calls, specs, check, maps, sample_tokens, metadata)
     functions.update(_attribute_signatures(calls, specs, check, maps))
     assert set(functions) == set(SIGNATURE_NAMES)
     module = tf.Module()
     module.model_variables = list(model.variables)
+    module.plain_max_rows = plain_max_rows
     for name in SIGNATURE_NAMES:
         setattr(module, name, functions[name])
     return module

@@ -67,20 +67,21 @@ import json, sys
 import numpy as np
 import tensorflow as tf
 from music_attr_vae.serving import client
-if sys.argv[2] == "once":
-    client.answer_once()
 served = client.ServedModel(sys.argv[1])
+if sys.argv[2] == "once":
+    client.answer_once(served)
 name = next(iter(served.maps))
 tokens, _ = served.reference_measures()
 z = served.encode(tokens[:3])
 small = served.traverse_z(z[:1], name, served.traversal_values(name, 8), temperature=1.0, seed=4)[0]
 large = served.decode(np.repeat(z, 5, axis=0), temperature=0.0)  # 15 measures: the XLA program
 print(json.dumps({"grappler_off": tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False),
+                  "plain_max_rows": int(served.module.plain_max_rows.numpy()),
                   "small": np.asarray(small).tolist(), "large": large.tolist()}))
 """
 
 
-def test_answer_once_turns_the_graph_optimiser_off_and_answers_the_same(quick_workdir):
+def test_answer_once_skips_the_graph_optimiser_and_small_xla_programs_and_answers_the_same(quick_workdir):
     import json
     import subprocess
     import sys
@@ -92,6 +93,7 @@ def test_answer_once_turns_the_graph_optimiser_off_and_answers_the_same(quick_wo
         assert proc.returncode == 0, proc.stderr[-3000:]
         out[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["default"]["grappler_off"] is False and out["once"]["grappler_off"] is True
+    assert out["default"]["plain_max_rows"] == 0 and out["once"]["plain_max_rows"] == 8
     assert out["once"]["small"] == out["default"]["small"]
     assert out["once"]["large"] == out["default"]["large"]
     CODEC.check_tokens(np.array(out["once"]["large"]))

@@ -223,24 +223,27 @@ def entries():
 m = tf.saved_model.load(sys.argv[1])
 z_dim = json.loads(m.metadata()["json"].numpy())["z_dim"]
 z = tf.constant(np.random.default_rng(3).standard_normal((12, z_dim)).astype(np.float32))
-out = {}
+def decode(rows, t):
+    return m.decode(z[:rows], tf.constant(t), tf.constant(5, tf.int32))["tokens"].numpy().tolist()
+out = {"exported_plain_max_rows": int(m.plain_max_rows.numpy())}
+m.plain_max_rows.assign(8)
 for name, t in (("greedy", 0.0), ("sampled", 1.0)):
-    out[name + "_small"] = m.decode(z[:8], tf.constant(t), tf.constant(5, tf.int32))["tokens"].numpy().tolist()
-    out[name + "_one"] = m.decode(z[:1], tf.constant(t), tf.constant(5, tf.int32))["tokens"].numpy().tolist()
+    out[name + "_small"], out[name + "_one"] = decode(8, t), decode(1, t)
 out["entries_after_small"] = entries()
 for name, t in (("greedy", 0.0), ("sampled", 1.0)):
-    out[name + "_large"] = m.decode(z, tf.constant(t), tf.constant(5, tf.int32))["tokens"].numpy().tolist()
+    out[name + "_large"] = decode(12, t)
 out["entries_after_large"] = entries()
+m.plain_max_rows.assign(0)
+out["greedy_small_xla"] = decode(8, 0.0)
+out["entries_after_small_xla"] = entries()
 print(json.dumps(out))
 """
 
 
-def test_small_requests_skip_xla_and_decode_what_xla_decodes(saved_model_dir, tmp_path):
-    """At most PLAIN_MAX_ROWS measures run the plain graph: no XLA program is built (the persistent cache
-    stays empty), and the measures are the ones the XLA-compiled decoder gives for the same rows."""
-    from music_attr_vae.serving.signatures import PLAIN_MAX_ROWS
-
-    assert PLAIN_MAX_ROWS == 8
+def test_small_requests_skip_xla_when_the_client_asks_and_decode_what_xla_decodes(saved_model_dir, tmp_path):
+    """With plain_max_rows set (as answer_once does), at most that many measures run the plain graph: no XLA
+    program is built (the persistent cache stays empty), and the measures are the ones the XLA-compiled
+    decoder gives for the same rows.  As exported (0) every request runs XLA."""
     cache = tmp_path / "xla"
     cache.mkdir()
     env = dict(os.environ, TF_XLA_FLAGS=f"--tf_xla_persistent_cache_directory={cache}")
@@ -248,10 +251,13 @@ def test_small_requests_skip_xla_and_decode_what_xla_decodes(saved_model_dir, tm
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["exported_plain_max_rows"] == 0
     assert out["entries_after_small"] == 0  # nothing was compiled for 8 measures or fewer
-    assert out["entries_after_large"] >= 1  # 12 measures ran the XLA program
+    assert out["entries_after_large"] >= 1  # 12 measures ran an XLA program
+    assert out["entries_after_small_xla"] > out["entries_after_large"]  # 8 measures, XLA again: another bucket
     for name in ("greedy", "sampled"):
         large = np.array(out[name + "_large"])
         np.testing.assert_array_equal(np.array(out[name + "_small"]), large[:8])
         np.testing.assert_array_equal(np.array(out[name + "_one"]), large[:1])
+    np.testing.assert_array_equal(np.array(out["greedy_small_xla"]), np.array(out["greedy_small"]))
     assert not np.array_equal(np.array(out["greedy_large"]), np.array(out["sampled_large"]))
