@@ -86,6 +86,8 @@ class _DeferringFinder(importlib.abc.MetaPathFinder):
 
 
 class _StandInLoader(importlib.abc.Loader):
+    """Makes the stand-in: the ``DEFERRED`` names forward their calls, other attributes import the real module."""
+
     def create_module(self, spec):
         return None  # the default module object
 
@@ -101,6 +103,7 @@ class _StandInLoader(importlib.abc.Loader):
 
         for attr in DEFERRED[name]:
             setattr(module, attr, forward(attr))
+
         def other(attr):
             if attr.startswith("__"):  # the import system probes __path__ and the like: not a use
                 raise AttributeError(attr)
