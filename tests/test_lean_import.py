@@ -21,11 +21,15 @@ print("after", sklearn.metrics.r2_score([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]), panda
 """
 
 
-def _run(setup: str, first: str = "tensorflow") -> dict:
-    code = PROGRAM.format(setup=setup, first=first, optional=lean_import.OPTIONAL)
+def _printed(code: str) -> dict:
+    """Run ``code`` in a fresh interpreter; its printed ``key value`` lines as a dict."""
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in proc.stdout.splitlines() if " " in line}
+
+
+def _run(setup: str, first: str = "tensorflow") -> dict:
+    return _printed(PROGRAM.format(setup=setup, first=first, optional=lean_import.OPTIONAL))
 
 
 @pytest.fixture(scope="module", params=["tensorflow", "keras"])
@@ -104,18 +108,12 @@ print("real", type(real.__spec__.loader).__name__, note_seq.notebook_utils is re
 """
 
 
-def _run_note_seq(setup: str) -> dict:
-    code = NOTE_SEQ_PROGRAM.format(setup=setup)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in proc.stdout.splitlines() if " " in line}
-
-
 def test_note_seq_imports_without_its_notebook_libraries_until_they_are_used():
-    plain = _run_note_seq("")
+    plain = _printed(NOTE_SEQ_PROGRAM.format(setup=""))
     assert plain["after_import"] == "['IPython', 'bokeh', 'pandas']"  # why: note_seq imports them itself
     assert plain["stand_in"] == "SourceFileLoader"
-    lean = _run_note_seq("from music_attr_vae import lean_import\nlean_import.install()\nimport tensorflow")
+    lean = _printed(NOTE_SEQ_PROGRAM.format(
+        setup="from music_attr_vae import lean_import\nlean_import.install()\nimport tensorflow"))
     assert lean["after_import"] == "[]"
     assert lean["stand_in"] == "_StandInLoader"
     # the first use imports the real module and runs the real helper with the caller's arguments

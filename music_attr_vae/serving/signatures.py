@@ -188,7 +188,7 @@ class GraphChecks:
             return tf.argmax(tf.cast(match, tf.int32), output_type=tf.int32)
 
 
-def model_calls(model, specs: Specs, z_dim: int, jit_compile: bool, plain_max_rows=None):
+def model_calls(model, specs: Specs, z_dim: int, jit_compile: bool, plain_max_rows):
     """(encode(tokens) -> (z_mean, z_log_var), decode(z, temperature, seed) -> tokens), traced once each.
 
     Every signature calls these, so the SavedModel holds a single copy of the

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -82,10 +86,6 @@ print(json.dumps({"grappler_off": tf.config.optimizer.get_experimental_options()
 
 
 def test_answer_once_skips_the_graph_optimiser_and_small_xla_programs_and_answers_the_same(quick_workdir):
-    import json
-    import subprocess
-    import sys
-
     out = {}
     for mode in ("default", "once"):
         proc = subprocess.run([sys.executable, "-c", ONE_ANSWER_PROGRAM, str(quick_workdir / "saved_model"), mode],
