@@ -233,25 +233,21 @@ class HierarchicalDecoder(keras.layers.Layer):
     def _free_loop(self, z, pick):
         """The 24-tick loop; ``pick(logits, tick, table)`` -> (next tick's projected input, emitted output).
 
-        A layer's new state is multiplied by two matrices: the next layer's
-        input kernel (now) and its own recurrent kernel (at the next tick).
-        Both products are taken at once, by the two kernels side by side
-        (``h @ [W_next | U]``, one product twice as wide instead of two), except
-        on a beat's last tick, after which the tick GRU starts again from the
-        next beat's initial states.  Same arithmetic, fewer and larger
-        products: 3 per tick become 2 for two layers.
+        Per tick and layer: one recurrent product, and below the top layer one
+        input product for the layer above.  Taking a layer's two products of
+        the same state as one product twice as wide (``h @ [W_next | U]``) was
+        measured and is not done: no faster at 256 rows and ~15% slower at 8
+        (BUILD_NOTES "Results, 0.11.0").
         """
         batch = tf.shape(z)[0]
         beats = self._beat_sequence(z)  # (4, B, hidden): a beat's vectors are a contiguous slice
         table = self._token_table()
         _, beat_kernel = self._split_tick_kernel()
         hold_at_start = self._start_mask()[0][None]
-        rnns, layers, width = self.tick_rnns, self.num_layers, 3 * self.hidden
+        rnns = self.tick_rnns
         # every weight the loop uses, read once: per tick the graph holds only the arithmetic
         recurrent = [rnn.recurrent_operands() for rnn in rnns]
         inputs = [rnn.input_operands() for rnn in rnns]
-        fused = [tf.concat([inputs[i + 1][0], recurrent[i][0]], axis=1) for i in range(layers - 1)]
-        dtypes = [rnn.matmul_dtype for rnn in rnns]
         head_kernel, head_bias = tf.convert_to_tensor(self.output_head.kernel), tf.convert_to_tensor(self.output_head.bias)
         token_in = lookup(table, tf.fill([batch], self.start))
         outputs, out_logits = [], []
@@ -259,23 +255,13 @@ class HierarchicalDecoder(keras.layers.Layer):
             beat = beats[b]
             beat_proj = tf.matmul(beat, beat_kernel)
             states = _split_states(self.tick_init(beat), self.num_layers)
-            # the recurrent terms of the beat's first tick, for the layers whose later ones are fused
-            next_rec = [matmul(states[i], recurrent[i][0], dtypes[i]) + recurrent[i][1] for i in range(layers - 1)]
             for t in range(self.codec.ticks_per_beat):
                 tick = b * self.codec.ticks_per_beat + t
-                last_of_beat = t + 1 == self.codec.ticks_per_beat
                 x_proj = token_in + beat_proj
                 for i, rnn in enumerate(rnns):
-                    if i + 1 == layers:
-                        states[i] = rnn.step(x_proj, states[i], recurrent[i])
-                        break
-                    states[i] = rnn.update(x_proj, next_rec[i], states[i])
-                    if last_of_beat:
-                        x_proj = matmul(states[i], inputs[i + 1][0], dtypes[i + 1]) + inputs[i + 1][1]
-                    else:
-                        both = matmul(states[i], fused[i], dtypes[i])
-                        x_proj = both[:, :width] + inputs[i + 1][1]
-                        next_rec[i] = both[:, width:] + recurrent[i][1]
+                    states[i] = rnn.step(x_proj, states[i], recurrent[i])
+                    if i + 1 < len(rnns):
+                        x_proj = rnns[i + 1].project(states[i], inputs[i + 1])
                 logits = tf.matmul(states[-1], head_kernel) + head_bias
                 if self.mask_hold_at_start and tick == 0:
                     logits = tf.where(hold_at_start, MASKED_LOGIT, logits)

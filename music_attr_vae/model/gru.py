@@ -229,10 +229,6 @@ class GRU(keras.layers.Layer):
         kernel, bias = self.recurrent_operands() if operands is None else operands
         return _gates(x_proj_t, matmul(h, kernel, self.matmul_dtype) + bias, h)
 
-    def update(self, x_proj_t, h_proj, h):
-        """One step from the projected input and the already projected state ``h @ U + b`` (see ``step``)."""
-        return _gates(x_proj_t, h_proj, h)
-
     def run(self, x_proj, h0=None, reverse: bool = False, time_major: bool = False) -> Tuple[tf.Tensor, tf.Tensor]:
         """Recurrence over a projected sequence (B, T, 3H) -> (outputs (B, T, H), last state).
 
