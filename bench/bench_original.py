@@ -147,6 +147,46 @@ def train_loss(model, score, attributes, reg_dims):
     return loss, forced
 
 
+def count_flops(name, MeasureVAE, args):
+    """FLOPs of the original per training example, per decoded measure and per traverse (``--count_flops``).
+
+    Counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix products
+    and convolutions; elementwise arithmetic is not counted) around one
+    training step's forward and backward at ``--batch``, one free-running
+    decode of ``--batch`` z's and one traverse (encode 1 measure, decode 8),
+    each as ``bench_size`` times them.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(args.seed)
+    model = MeasureVAE(_Vocabulary(args.num_notes), **SIZES[name])
+    z_dim = SIZES[name]["latent_space_dim"]
+    gen = torch.Generator().manual_seed(args.seed)
+    score = torch.randint(0, args.num_notes, (args.batch, TICKS), generator=gen)
+    attributes = torch.rand(args.batch, max(args.reg_dims, 1), generator=gen)
+
+    def counted(fn):
+        mode = FlopCounterMode(display=False)
+        with mode:
+            fn()
+        return int(mode.get_total_flops())
+
+    model.train()
+    train = counted(lambda: train_loss(model, score, attributes, args.reg_dims)[0].backward())
+    model.eval()  # forward only; outside no_grad, whose inputs FlopCounterMode's module hooks cannot follow
+    z = torch.randn(args.batch, z_dim, generator=gen)
+    decode = counted(lambda: model.decoder(z, torch.zeros(args.batch, TICKS), False))
+
+    def traverse():
+        z8 = model.encoder(score[:1]).rsample().repeat(8, 1)
+        model.decoder(z8, torch.zeros(8, TICKS), False)
+
+    one = counted(traverse)
+    return {"size": name, "batch": args.batch, "num_notes": args.num_notes,
+            "flops": {"train_example": train // args.batch, "decode_measure": decode // args.batch, "traverse": one}}
+
+
 def bench_size(name, MeasureVAE, args, torch_version):
     import torch
 
@@ -267,6 +307,8 @@ def main(argv=None):
                         help="latent dims given the attribute-regularization loss (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default="", help="also write the JSON lines to this file")
+    parser.add_argument("--count_flops", action="store_true",
+                        help="instead of timing: print the FLOPs per training example, decoded measure and traverse")
     args = parser.parse_args(argv)
 
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
@@ -284,7 +326,8 @@ def main(argv=None):
 
     lines = []
     for name in sizes:
-        result = bench_size(name, MeasureVAE, args, torch.__version__)
+        result = count_flops(name, MeasureVAE, args) if args.count_flops else bench_size(
+            name, MeasureVAE, args, torch.__version__)
         result["helpers_stub"] = bool(used_stub)
         line = json.dumps(result, sort_keys=False)
         print(line, flush=True)
