@@ -4,7 +4,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="music-attr-vae",
-    version="0.10.0",
+    version="0.11.0",
     description=(
         "A hierarchical measure VAE whose latent dimensions are regularised to "
         "follow musical attributes (Pati & Lerch 2019), in TensorFlow/Keras."

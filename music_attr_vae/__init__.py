@@ -5,4 +5,4 @@ import warnings
 # note_seq imports pydub, which warns about a missing ffmpeg we never use.
 warnings.filterwarnings("ignore", message="Couldn't find ffmpeg or avconv")
 
-__version__ = "0.10.0"
+__version__ = "0.11.0"
