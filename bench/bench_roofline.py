@@ -316,6 +316,9 @@ def main() -> int:
         except (OSError, ValueError) as e:
             parser.error(f"--table_json={args.table_json}: {e}")
 
+    from music_attr_vae.configs_loader import load_config
+
+    models = {size: load_config(SIZES[size], {}).model for size in sizes}
     flops = {size: model_flops(SIZES[size]) for size in sizes}
     for size in sizes:
         print(json.dumps({"flops": {size: flops[size]}}), flush=True)
@@ -324,11 +327,8 @@ def main() -> int:
         print(json.dumps({"original_flops": original}), flush=True)
 
     shapes = [(2048, 2048, 2048)]
-    for size in sizes:
-        import tensorflow as tf  # noqa: F401  (already imported by model_flops)
-        from music_attr_vae.configs_loader import load_config
-
-        h = load_config(SIZES[size], {}).model.dec_hidden
+    for model in models.values():
+        h = model.dec_hidden
         shapes += [(6144, h, 3 * h), (256, h, 3 * h), (1, h, 3 * h), (8, h, 3 * h)]
     shapes = list(dict.fromkeys(shapes))
     load = round(os.getloadavg()[0], 2)
@@ -350,10 +350,7 @@ def main() -> int:
                "original_flops": original, "products": products, "measured_peak_gflops": measured_peak,
                "nominal_peak": nominal, "peak_gflops": peak,
                "ceilings": ceilings(flops, peak, table, original), "traverse_floor": {}}
-    for size in sizes:
-        from music_attr_vae.configs_loader import load_config
-
-        model = load_config(SIZES[size], {}).model
+    for size, model in models.items():
         floor = traverse_floor_ms(products, model.dec_hidden, model.dec_layers)
         measured = ((table.get("serving") or {}).get(size) or {}).get("traverse")
         if measured:

@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from music_attr_vae.data.codec import CODEC, MeasureCodec
 from music_attr_vae.model.encoder import lookup, stateless_dropout
-from music_attr_vae.model.gru import GRU, matmul
+from music_attr_vae.model.gru import GRU
 
 START = CODEC.vocab_size  # the START input id of decoders built from CODEC
 MASKED_LOGIT = -1e9
