@@ -147,6 +147,27 @@ def train_loss(model, score, attributes, reg_dims):
     return loss, forced
 
 
+def _model_and_batch(name, MeasureVAE, args):
+    """(model, generator, score, attributes): the original at size ``name`` and one random batch, from ``--seed``."""
+    import torch
+
+    torch.manual_seed(args.seed)
+    model = MeasureVAE(_Vocabulary(args.num_notes), **SIZES[name])
+    gen = torch.Generator().manual_seed(args.seed)
+    score = torch.randint(0, args.num_notes, (args.batch, TICKS), generator=gen)
+    attributes = torch.rand(args.batch, max(args.reg_dims, 1), generator=gen)
+    return model, gen, score, attributes
+
+
+def traverse(model, one):
+    """Encode 1 measure (a sample of q(z|x)), make 8 copies with latent dim 0 at 8 values in [-4, 4], decode them."""
+    import torch
+
+    z8 = model.encoder(one).rsample().repeat(8, 1)
+    z8[:, 0] = torch.linspace(-4.0, 4.0, 8)
+    return model.decoder(z8, torch.zeros(8, TICKS), False)[1]
+
+
 def count_flops(name, MeasureVAE, args):
     """FLOPs of the original per training example, per decoded measure and per traverse (``--count_flops``).
 
@@ -159,12 +180,8 @@ def count_flops(name, MeasureVAE, args):
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    torch.manual_seed(args.seed)
-    model = MeasureVAE(_Vocabulary(args.num_notes), **SIZES[name])
+    model, gen, score, attributes = _model_and_batch(name, MeasureVAE, args)
     z_dim = SIZES[name]["latent_space_dim"]
-    gen = torch.Generator().manual_seed(args.seed)
-    score = torch.randint(0, args.num_notes, (args.batch, TICKS), generator=gen)
-    attributes = torch.rand(args.batch, max(args.reg_dims, 1), generator=gen)
 
     def counted(fn):
         mode = FlopCounterMode(display=False)
@@ -178,11 +195,7 @@ def count_flops(name, MeasureVAE, args):
     z = torch.randn(args.batch, z_dim, generator=gen)
     decode = counted(lambda: model.decoder(z, torch.zeros(args.batch, TICKS), False))
 
-    def traverse():
-        z8 = model.encoder(score[:1]).rsample().repeat(8, 1)
-        model.decoder(z8, torch.zeros(8, TICKS), False)
-
-    one = counted(traverse)
+    one = counted(lambda: traverse(model, score[:1]))
     return {"size": name, "batch": args.batch, "num_notes": args.num_notes,
             "flops": {"train_example": train // args.batch, "decode_measure": decode // args.batch, "traverse": one}}
 
@@ -190,18 +203,13 @@ def count_flops(name, MeasureVAE, args):
 def bench_size(name, MeasureVAE, args, torch_version):
     import torch
 
-    torch.manual_seed(args.seed)
-    model = MeasureVAE(_Vocabulary(args.num_notes), **SIZES[name])
+    model, gen, score, attributes = _model_and_batch(name, MeasureVAE, args)
     params = sum(p.numel() for p in model.parameters())
     z_dim = SIZES[name]["latent_space_dim"]
     out = {"size": name, "threads": torch.get_num_threads(), "torch": torch_version,
            "num_notes": args.num_notes, "batch": args.batch, "params": params,
            "constructor": SIZES[name], "load_before": load1()}
     print(f"\n[{name}] {params:,} parameters, MeasureVAE({SIZES[name]}), vocabulary {args.num_notes}", flush=True)
-
-    gen = torch.Generator().manual_seed(args.seed)
-    score = torch.randint(0, args.num_notes, (args.batch, TICKS), generator=gen)
-    attributes = torch.rand(args.batch, max(args.reg_dims, 1), generator=gen)
 
     # (a) training
     if args.steps > 0:
@@ -258,23 +266,13 @@ def bench_size(name, MeasureVAE, args, torch_version):
         # (c) traverse: encode 1, 8 copies along dim 0, decode the 8
         if args.traverse_repeats > 0:
             one = score[:1]
-            values = torch.linspace(-4.0, 4.0, 8)
-            dummy8 = torch.zeros(8, TICKS)
-
-            def traverse():
-                z1 = model.encoder(one).rsample()
-                z8 = z1.repeat(8, 1)
-                z8[:, 0] = values
-                _, s = model.decoder(z8, dummy8, False)
-                return s
-
             for _ in range(args.traverse_warmup):
-                traverse()
+                traverse(model, one)
             load_tr = load1()
             times = []
             for _ in range(args.traverse_repeats):
                 t0 = time.perf_counter()
-                traverse()
+                traverse(model, one)
                 times.append((time.perf_counter() - t0) * 1000.0)
             out.update(traverse_median_ms=round(statistics.median(times), 2), traverse_repeats=args.traverse_repeats,
                        load_traverse=load_tr)

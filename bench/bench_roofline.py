@@ -39,12 +39,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+from bench_table import _json_lines, _run  # noqa: E402  (bench/ is on the path above)
 
 SIZES = {"small": "rhy_pr", "paper": "paper"}
 PRODUCT_OPS = ("MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3")
@@ -253,12 +255,9 @@ def traverse_floor_ms(products: list, hidden: int, layers: int, beats: int = 4, 
 
 def original_flops(python: str, original_dir: str, sizes) -> dict:
     """{size: {"train_example": FLOPs, "decode_measure": FLOPs, "traverse": FLOPs}} of the PyTorch original."""
-    out = subprocess.run([python, os.path.join(HERE, "bench_original.py"), f"--original_dir={original_dir}",
-                          f"--sizes={','.join(sizes)}", "--count_flops"], capture_output=True, text=True, timeout=1800)
-    if out.returncode != 0:
-        raise RuntimeError(f"bench_original.py --count_flops failed:\n{out.stderr[-3000:]}")
-    lines = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-    return {line["size"]: line["flops"] for line in lines}
+    out = _run([python, os.path.join(HERE, "bench_original.py"), f"--original_dir={original_dir}",
+                f"--sizes={','.join(sizes)}", "--count_flops"], timeout=1800)
+    return {line["size"]: line["flops"] for line in _json_lines(out)}
 
 
 def ceilings(flops: dict, peak_gflops: float, table: dict, original: dict) -> list:
@@ -354,7 +353,7 @@ def main() -> int:
         floor = traverse_floor_ms(products, model.dec_hidden, model.dec_layers)
         measured = ((table.get("serving") or {}).get(size) or {}).get("traverse")
         if measured:
-            floor["measured_ms"] = measured["value"]
+            floor["measured_ms"] = round(measured["value"], 2)
         results["traverse_floor"][size] = floor
 
     if args.json:

@@ -66,9 +66,7 @@ def _decode_flops_per_measure(d, e, h, v, beats=4, ticks=6):
     beat_level += beats * square             # layer 0's recurrence
     beat_level += beats * 2 * square         # layer 1: input projection and recurrence
     per_beat = square + 2 * h * 2 * h        # the beat vector through the tick GRU's kernel; tick_init
-    per_beat += square                       # layer 0's recurrent term of the beat's first tick
-    per_beat += (ticks - 1) * (2 * square + square)  # paired (H, 6H) product, then layer 1's recurrence
-    per_beat += 2 * square                   # last tick: layer 1's input and recurrent products
+    per_beat += ticks * 3 * square           # per tick: layer 0's recurrence, layer 1's input and recurrence
     per_beat += ticks * 2 * h * v            # token logits
     feedback = beats * ticks * 2 * (v + 1) * 3 * h  # START and the 23 fed-back tokens: one-hot @ table rows
     return beat_level + beats * per_beat + feedback
